@@ -1,0 +1,189 @@
+"""Structured configs for the run-level groups and validation of a composed Hydra config.
+
+Each group has a schema dataclass; `validate` merges every group of the composed config into its
+schema (so types are checked by OmegaConf and ranges by the dataclass's ``__post_init__``) and turns
+any failure into one `ConfigError` naming the key, the value and the valid choices. The task and
+cell schemas live beside the tasks and cells they describe.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from gru_sweep.cells import CellConfig, check_gate_init
+from gru_sweep.cells.gate_init import GateInitConfig
+from gru_sweep.errors import ConfigError, require_choice, require_positive, require_range
+from gru_sweep.tasks import DATA_SCHEMAS
+
+
+@dataclass
+class ModelConfig:
+    encoding: str = "onehot"
+    embedding_dim: int = 32
+
+    def __post_init__(self):
+        require_choice("encoding", self.encoding, ("onehot", "embedding"))
+        require_positive("embedding_dim", self.embedding_dim)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    clip_mode: str = "norm"
+    clip_value: float = 1.0
+    schedule: str = "none"
+    warmup_steps: int = 0
+    step_size: int = 1000
+    gamma: float = 0.5
+
+    def __post_init__(self):
+        require_choice("name", self.name, ("adam", "rmsprop", "sgd"))
+        require_positive("lr", self.lr)
+        require_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        require_range("momentum", self.momentum, 0.0, 0.999999)
+        require_choice("clip_mode", self.clip_mode, ("norm", "value", "none"))
+        require_positive("clip_value", self.clip_value)
+        require_choice("schedule", self.schedule, ("none", "cosine", "step", "warmup_cosine"))
+        if self.warmup_steps < 0:
+            raise ConfigError("warmup_steps", self.warmup_steps, "must be an integer >= 0")
+        require_positive("step_size", self.step_size)
+        require_range("gamma", self.gamma, 0.0, 1.0)
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 2000
+    val_check_interval: int = 200
+    limit_val_batches: Optional[int] = None
+    accelerator: str = "auto"
+    devices: int = 1
+    precision: str = "32-true"
+    deterministic: str = "warn"
+    log_every_n_steps: int = 20
+    enable_progress_bar: bool = True
+    num_threads: Optional[int] = None
+
+    def __post_init__(self):
+        require_positive("max_steps", self.max_steps)
+        require_positive("val_check_interval", self.val_check_interval)
+        require_choice("accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda"))
+        require_choice("precision", self.precision, ("32-true", "64-true", "16-mixed", "bf16-mixed"))
+        require_choice("deterministic", str(self.deterministic).lower(), ("true", "false", "warn"))
+        require_positive("log_every_n_steps", self.log_every_n_steps)
+        if self.num_threads is not None:
+            require_positive("num_threads", self.num_threads)
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"
+    project: str = "gru_sweep"
+    entity: Optional[str] = None
+    mode: str = "offline"
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+    run_name: Optional[str] = None
+
+    def __post_init__(self):
+        require_choice("name", self.name, ("wandb", "csv", "none"))
+        require_choice("mode", self.mode, ("offline", "online", "disabled"))
+
+
+@dataclass
+class ProbeConfig:
+    enabled: bool = True
+    every_n_steps: int = 100
+    batch_size: int = 32
+    horizon_fraction: float = 1e-3
+    max_wandb_points: int = 10_000
+
+    def __post_init__(self):
+        require_positive("every_n_steps", self.every_n_steps)
+        require_positive("batch_size", self.batch_size)
+        require_range("horizon_fraction", self.horizon_fraction, 1e-12, 1.0)
+        require_positive("max_wandb_points", self.max_wandb_points)
+
+
+@dataclass
+class RunConfig:
+    """The validated groups of one training run, as typed objects."""
+
+    data: Any
+    cell: CellConfig
+    gate_init: GateInitConfig
+    optimizer: OptimizerConfig
+    trainer: TrainerConfig
+    logger: LoggerConfig
+    probe: ProbeConfig
+    model: ModelConfig
+    seed: int
+    experiment_name: str
+
+
+_GROUP_SCHEMAS = {
+    "cell": CellConfig,
+    "gate_init": GateInitConfig,
+    "optimizer": OptimizerConfig,
+    "trainer": TrainerConfig,
+    "logger": LoggerConfig,
+    "probe": ProbeConfig,
+    "model": ModelConfig,
+}
+
+
+def _merge_into(schema: type, node: Any, group: str) -> Any:
+    """Merge one config group into its schema dataclass; any failure becomes a ConfigError."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        return OmegaConf.to_object(merged)
+    except ConfigError as err:
+        raise err.under(group) from None
+    except ConfigKeyError as err:
+        valid = ", ".join(f.name for f in schema.__dataclass_fields__.values())
+        raise ConfigError(f"{group}.{err.key}", _value_at(node, err.key), f"unknown key; valid keys: {valid}") from None
+    except ValidationError as err:
+        expected = str(err).splitlines()[0]
+        raise ConfigError(f"{group}.{err.key}", _value_at(node, err.key), expected) from None
+
+
+def _value_at(node: Any, key: Any) -> Any:
+    try:
+        return node[key]
+    except (KeyError, TypeError, OmegaConfBaseException):
+        return None
+
+
+def validate(cfg: DictConfig) -> RunConfig:
+    """Check every group of a composed run config; raise one ConfigError on the first problem."""
+    groups = {}
+    for group, schema in _GROUP_SCHEMAS.items():
+        groups[group] = _merge_into(schema, cfg.get(group) or {}, group)
+
+    data_node = cfg.get("data")
+    if data_node is None or "name" not in data_node:
+        raise ConfigError("data.name", None, "choose one of " + ", ".join(DATA_SCHEMAS))
+    require_choice("data.name", data_node.name, DATA_SCHEMAS)
+    groups["data"] = _merge_into(DATA_SCHEMAS[data_node.name], data_node, "data")
+
+    seed = cfg.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError("seed", seed, "must be an integer >= 0")
+    run = RunConfig(**groups, seed=seed, experiment_name=str(cfg.get("experiment_name", "default")))
+    check_gate_init(run.gate_init, run.cell)
+    return run
+
+
+def to_container(run: RunConfig) -> dict:
+    """The validated run config as plain data (for config.yaml, checkpoints and W&B)."""
+    out = {}
+    for group in ("data", *_GROUP_SCHEMAS):
+        out[group] = OmegaConf.to_container(OmegaConf.structured(getattr(run, group)))
+    out["seed"] = run.seed
+    out["experiment_name"] = run.experiment_name
+    return out
