@@ -1,0 +1,179 @@
+"""Named gate initialisations: what each scheme sets, the formula, and where it comes from.
+
+The *keep* gate is the one whose value 1 copies the state forward: GRU z, LSTM f.
+PyTorch adds two bias vectors (``bias_ih + bias_hh``); a scheme that fixes a gate's bias puts
+the whole value in ``bias_ih`` and zeroes that gate's slice of ``bias_hh``, so the effective
+bias (their sum) is exactly what the scheme says. Slices and weights a scheme does not
+mention keep PyTorch's default init (U(-1/sqrt(H), 1/sqrt(H))). Every layer is initialised.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from gru_sweep.cells.cell import CellConfig, RecurrentCell
+from gru_sweep.errors import ConfigError, require_choice, require_positive
+
+GATE_INITS = ("default", "gate_bias", "chrono", "uniform", "orthogonal", "identity")
+
+_ALL = ("custom_gru", "cudnn_gru", "lstm", "rnn")
+_GATED = ("custom_gru", "cudnn_gru", "lstm")
+# The cells each scheme fits; identity also needs nonlinearity=relu.
+FITS = {
+    "default": _ALL,
+    "gate_bias": _GATED,
+    "chrono": _GATED,
+    "uniform": _GATED,
+    "orthogonal": _ALL,
+    "identity": ("rnn",),
+}
+# Block index in PyTorch's packed weights (GRU r,z,n; LSTM i,f,g,o) and block counts.
+_KEEP_GATE = 1  # GRU z and LSTM f are both the second block
+_LSTM_INPUT_GATE = 0
+
+
+@dataclass
+class GateInitConfig:
+    """The ``gate_init`` config group: ``scheme`` and its parameters.
+
+    ``value``: keep-gate bias for gate_bias. ``t_max``: chrono's longest expected dependency
+    (required there, an integer >= 2). ``gain``: scale of the orthogonal / identity W_hh.
+    """
+
+    scheme: str = "default"
+    value: float = 1.0
+    t_max: Optional[int] = None
+    gain: float = 1.0
+
+    def __post_init__(self):
+        require_choice("scheme", self.scheme, GATE_INITS)
+        if isinstance(self.value, bool) or not isinstance(self.value, (int, float)) or not math.isfinite(self.value):
+            raise ConfigError("value", self.value, "must be a finite number")
+        require_positive("gain", self.gain)
+        if self.scheme == "chrono" and (
+            isinstance(self.t_max, bool) or not isinstance(self.t_max, int) or self.t_max < 2
+        ):
+            raise ConfigError("t_max", self.t_max, "chrono needs an integer t_max >= 2 (e.g. the sequence length)")
+
+
+def _check(scheme: str, name: str, nonlinearity: str, hidden_size: int) -> None:
+    fits = ", ".join(FITS[scheme])
+    if scheme == "identity":
+        fits += " with nonlinearity=relu (config cell=irnn)"
+    if name not in FITS[scheme] or (scheme == "identity" and nonlinearity != "relu"):
+        cell = name if name != "rnn" else f"rnn with nonlinearity={nonlinearity}"
+        raise ConfigError("gate_init.scheme", scheme, f"does not fit cell {cell}; {scheme} fits cells {fits}")
+    if scheme == "uniform" and hidden_size < 2:
+        raise ConfigError(
+            "gate_init.scheme", scheme, f"needs hidden_size >= 2 for U[1/d, 1-1/d]; cell {name} has {hidden_size}"
+        )
+
+
+def check_gate_init(cfg: GateInitConfig, cell: CellConfig) -> None:
+    """Raise ConfigError naming scheme, cell and the cells the scheme fits, if they do not fit."""
+    _check(cfg.scheme, cell.name, cell.nonlinearity, cell.hidden_size)
+
+
+@dataclass
+class _Layer:
+    """One layer's recurrent parameters, viewed per gate block."""
+
+    kind: str
+    hidden: int
+    w_hh: Tensor
+    b_ih: Tensor | None
+    b_hh: Tensor | None
+
+    def set_bias(self, gate: int, value: Tensor | float) -> None:
+        rows = slice(gate * self.hidden, (gate + 1) * self.hidden)
+        self.b_ih[rows] = value
+        self.b_hh[rows] = 0.0
+
+
+def _uniform(n: int, low: float, high: float, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    # sampled in float64 on the generator's device, so a seed gives the same draw anywhere
+    device = generator.device if generator is not None else like.device
+    u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+    return (low + (high - low) * u).to(like)
+
+
+def _default(layer: _Layer, cfg: GateInitConfig, generator) -> None:
+    """PyTorch's own init, left as it is: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H))."""
+
+
+def _gate_bias(layer: _Layer, cfg: GateInitConfig, generator) -> None:
+    """Keep-gate bias b_keep = ``value`` (GRU z, LSTM f). Jozefowicz, Zaremba & Sutskever 2015,
+    "An Empirical Exploration of Recurrent Network Architectures", use b_f = +1."""
+    layer.set_bias(_KEEP_GATE, float(cfg.value))
+
+
+def _chrono(layer: _Layer, cfg: GateInitConfig, generator) -> None:
+    """Chrono init, Tallec & Ollivier 2018, "Can recurrent neural networks warp time?":
+    b_keep = log(u), u ~ U[1, t_max - 1], so b_keep in [0, log(t_max - 1)], sigmoid(b_keep) =
+    u / (1 + u) in [1/2, 1 - 1/t_max] and the forgetting time 1 / (1 - sigmoid) = 1 + u in
+    [2, t_max]. LSTM: input-gate bias b_i = -b_f. GRU: nothing more, its input weight is 1 - z."""
+    b_keep = torch.log(_uniform(layer.hidden, 1.0, cfg.t_max - 1.0, layer.b_ih, generator))
+    layer.set_bias(_KEEP_GATE, b_keep)
+    if layer.kind == "lstm":
+        layer.set_bias(_LSTM_INPUT_GATE, -b_keep)
+
+
+def _uniform_gate(layer: _Layer, cfg: GateInitConfig, generator) -> None:
+    """Uniform gate init (UGI), Gu, Gulcehre, Paine, Hoffman & Pascanu 2020, "Improving the
+    Gating Mechanism of Recurrent Neural Networks": b_keep = logit(u), u ~ U[1/d, 1 - 1/d],
+    d = hidden size, so sigmoid(b_keep) is uniform on [1/d, 1 - 1/d]."""
+    u = _uniform(layer.hidden, 1.0 / layer.hidden, 1.0 - 1.0 / layer.hidden, layer.b_ih, generator)
+    layer.set_bias(_KEEP_GATE, torch.logit(u))
+
+
+def _orthogonal(layer: _Layer, cfg: GateInitConfig, generator) -> None:
+    """Each H x H gate block of W_hh = gain * Q, Q orthogonal (Q Q^T = I). Saxe, McClelland &
+    Ganguli 2014, "Exact solutions to the nonlinear dynamics of learning in deep linear neural
+    networks"; Henaff, Szlam & LeCun 2016 for RNNs. Input weights and biases keep the default."""
+    for block in layer.w_hh.split(layer.hidden, 0):
+        nn.init.orthogonal_(block, gain=cfg.gain, generator=generator)
+
+
+def _identity(layer: _Layer, cfg: GateInitConfig, generator) -> None:
+    """IRNN, Le, Jaitly & Hinton 2015, "A Simple Way to Initialize Recurrent Networks of
+    Rectified Linear Units": W_hh = gain * I, both biases 0, relu RNN. Input weights keep
+    the default."""
+    layer.w_hh.copy_(cfg.gain * torch.eye(layer.hidden, dtype=layer.w_hh.dtype, device=layer.w_hh.device))
+    layer.b_ih.zero_()
+    layer.b_hh.zero_()
+
+
+_SCHEMES = {
+    "default": _default,
+    "gate_bias": _gate_bias,
+    "chrono": _chrono,
+    "uniform": _uniform_gate,
+    "orthogonal": _orthogonal,
+    "identity": _identity,
+}
+
+
+@torch.no_grad()
+def apply_gate_init(cell: RecurrentCell, cfg: GateInitConfig, generator: torch.Generator | None = None) -> None:
+    """Initialise ``cell`` in place with ``cfg.scheme``, every layer; see the module docstring.
+
+    ``generator`` makes the random schemes (chrono, uniform, orthogonal) reproducible; without
+    it they draw from torch's global RNG.
+    """
+    _check(cfg.scheme, cell.name, cell.nonlinearity, cell.hidden_size)
+    rnn = cell.rnn
+    if cfg.scheme in ("gate_bias", "chrono", "uniform", "identity") and not rnn.bias:
+        raise ConfigError("gate_init.scheme", cfg.scheme, f"sets biases, but cell {cell.name} was built with bias=False")
+    for k in range(cell.num_layers):
+        layer = _Layer(
+            cell.kind,
+            cell.hidden_size,
+            getattr(rnn, f"weight_hh_l{k}"),
+            getattr(rnn, f"bias_ih_l{k}", None),
+            getattr(rnn, f"bias_hh_l{k}", None),
+        )
+        _SCHEMES[cfg.scheme](layer, cfg, generator)
