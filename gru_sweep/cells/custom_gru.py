@@ -56,11 +56,12 @@ class CustomGRU(nn.Module):
         # Registration order matches nn.GRU so state_dict keys line up one to one.
         for k in range(num_layers):
             layer_in = input_size if k == 0 else hidden_size
-            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(3 * hidden_size, layer_in, **factory)))
-            self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(3 * hidden_size, hidden_size, **factory)))
+            gates = 3 * hidden_size
+            setattr(self, f"weight_ih_l{k}", nn.Parameter(torch.empty(gates, layer_in, **factory)))
+            setattr(self, f"weight_hh_l{k}", nn.Parameter(torch.empty(gates, hidden_size, **factory)))
             if bias:
-                self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.empty(3 * hidden_size, **factory)))
-                self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.empty(3 * hidden_size, **factory)))
+                setattr(self, f"bias_ih_l{k}", nn.Parameter(torch.empty(gates, **factory)))
+                setattr(self, f"bias_hh_l{k}", nn.Parameter(torch.empty(gates, **factory)))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

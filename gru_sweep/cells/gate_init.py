@@ -167,7 +167,9 @@ def apply_gate_init(cell: RecurrentCell, cfg: GateInitConfig, generator: torch.G
     _check(cfg.scheme, cell.name, cell.nonlinearity, cell.hidden_size)
     rnn = cell.rnn
     if cfg.scheme in ("gate_bias", "chrono", "uniform", "identity") and not rnn.bias:
-        raise ConfigError("gate_init.scheme", cfg.scheme, f"sets biases, but cell {cell.name} was built with bias=False")
+        raise ConfigError(
+            "gate_init.scheme", cfg.scheme, f"sets biases, but cell {cell.name} was built with bias=False"
+        )
     for k in range(cell.num_layers):
         layer = _Layer(
             cell.kind,

@@ -23,7 +23,8 @@ class Unrolled:
     ``output``: as the module's own output (``[B, T, H]`` if batch_first, else ``[T, B, H]``).
     ``h[l][t]``: ``[B, H]`` hidden state of layer ``l`` after step ``t`` -- the very tensor fed
     to step ``t + 1`` and to layer ``l + 1``, so ``autograd.grad(loss, h[l][t])`` is the total
-    derivative dL/dh_t. ``c``: the same for the LSTM cell state, else ``None``.
+    derivative dL/dh_t. ``c``: the same for the LSTM cell state (dL/dc_t includes the path
+    through h_t = o * tanh(c_t)), else ``None``.
     ``gates``: name -> ``[L, B, T, H]``; ``r, z`` (GRU), ``i, f, o`` (LSTM), none (RNN).
     """
 
