@@ -1,0 +1,89 @@
+"""Next-character prediction on a token corpus: what the text and Markov tasks share.
+
+A corpus is held per split as an int64 matrix [rows, length] of independent token streams
+(one row for a text file's split; many independent chains for the Markov source). Training
+draws windows of seq_len + 1 tokens at uniformly random offsets inside a row (x = the first
+seq_len, y = the same shifted by one). Evaluation walks each row in contiguous, non-overlapping
+chunks of seq_len predictions, each scored from a fresh state, so the whole split (bar the tail
+of each row shorter than a chunk) is scored once.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from gru_sweep.tasks.base import PROBE, Batch, DataConfig, FixedBatches, Task, generator, require_fractions
+
+
+@dataclass
+class CorpusConfig(DataConfig):
+    """Split fractions: train is the first part of the corpus, then val, then test."""
+
+    val_fraction: float = 0.05
+    test_fraction: float = 0.05
+
+    def __post_init__(self):
+        super().__post_init__()
+        require_fractions(self.val_fraction, self.test_fraction)
+
+
+class CorpusTask(Task):
+    readout = "all"
+    has_test = True
+
+    def __init__(self, cfg: CorpusConfig, seed: int, splits: dict[str, Tensor], vocab_size: int):
+        """`splits`: each row at least seq_len + 1 tokens long (the schemas check it)."""
+        super().__init__(cfg, seed)
+        self.splits = splits  # "train" | "val" | "test" -> int64 [rows, length]
+        self.vocab_size = self.input_size = self.output_size = vocab_size
+        self.tokens_per_sample = cfg.seq_len
+        self._eval: dict[str, Batch] = {}
+
+    def sample(self, generator: torch.Generator, n: int) -> Batch:
+        return self.windows("train", generator, n)
+
+    def probe_batch(self, n: int) -> Batch:
+        """n windows at fixed random offsets in the validation split."""
+        return self.windows("val", generator(PROBE, 0, 0), n)
+
+    def windows(self, split: str, generator: torch.Generator, n: int) -> Batch:
+        """n windows at uniformly random offsets (any row, any start that fits)."""
+        rows = self.splits[split]
+        starts_per_row = rows.shape[1] - self.seq_len
+        start = torch.randint(0, rows.shape[0] * starts_per_row, (n, 1), generator=generator)
+        window = rows[start // starts_per_row, start % starts_per_row + torch.arange(self.seq_len + 1)]
+        return window[:, :-1], window[:, 1:]
+
+    def chunks(self, split: str) -> Batch:
+        """The split cut into contiguous, non-overlapping chunks: x, y each [chunks, seq_len]."""
+        if split not in self._eval:
+            rows, T = self.splits[split], self.seq_len
+            span = (rows.shape[1] - 1) // T * T
+            self._eval[split] = (rows[:, :span].reshape(-1, T), rows[:, 1:span + 1].reshape(-1, T))
+        return self._eval[split]
+
+    def val_dataloader(self) -> FixedBatches:
+        return FixedBatches(*self.chunks("val"), self.batch_size)
+
+    def test_dataloader(self) -> FixedBatches:
+        return FixedBatches(*self.chunks("test"), self.batch_size)
+
+    def loss(self, pred: Tensor, target: Tensor) -> Tensor:
+        """Cross-entropy in nats per character; pred [B, T, V] logits, target [B, T]."""
+        return F.cross_entropy(pred.flatten(0, 1), target.flatten())
+
+    @torch.no_grad()
+    def metrics(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
+        loss = self.loss(pred, target)
+        return {"loss": loss, "bpc": loss / math.log(2)}
+
+
+def unigram_entropy(tokens: Tensor, vocab_size: int) -> float:
+    """Entropy (nats) of the token frequencies: the loss of the best memoryless predictor."""
+    p = torch.bincount(tokens.flatten(), minlength=vocab_size).double()
+    p /= p.sum()
+    return float(-torch.special.xlogy(p, p).sum())
