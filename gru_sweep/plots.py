@@ -87,7 +87,7 @@ def gate_names(gradnorms: pd.DataFrame) -> list[str]:
 
 def last_probe_step(gradnorms: pd.DataFrame) -> int | None:
     """The last probe step with at least two usable norms (a diverged run's last ones are NaN)."""
-    usable = gradnorms[np.isfinite(_positive(gradnorms["grad_norm"].to_numpy(float)))]
+    usable = gradnorms[np.isfinite(log_safe(gradnorms["grad_norm"].to_numpy(float)))]
     counts = usable.groupby("step").size()
     counts = counts[counts >= 2]
     return int(counts.index.max()) if len(counts) else None
@@ -131,7 +131,7 @@ def fit_decay(t: Sequence[float], grad_norm: Sequence[float],
     order = np.argsort(-t, kind="stable")  # distance 0 (the last step) first
     t, norm = t[order], norm[order]
     distance = t[0] - t if len(t) else t
-    usable = np.isfinite(_positive(norm))
+    usable = np.isfinite(log_safe(norm))
     if usable.sum() < 2:
         return DecayFit(math.nan, math.nan, math.nan, math.nan, int(usable.sum()))
     slope, intercept = np.polyfit(distance[usable], np.log(norm[usable]), 1)
@@ -189,19 +189,19 @@ def plot_gradnorm_curves(ax: Axes, curves: Iterable[Curve], title: str | None = 
     """
     drawn = False
     for curve in curves:
-        values = _positive(curve.values)
+        values = log_safe(curve.values)
         if not np.isfinite(values).any():
             continue
         ax.plot(curve.t, values, color=curve.color, linestyle=curve.linestyle,
                 label=curve.label, linewidth=1.2)
         if curve.lo is not None and curve.hi is not None:
-            ax.fill_between(curve.t, _positive(curve.lo), _positive(curve.hi),
+            ax.fill_between(curve.t, log_safe(curve.lo), log_safe(curve.hi),
                             color=curve.color, alpha=0.2, linewidth=0)
         drawn = True
     if drawn:
         ax.set_yscale("log")
     else:
-        _no_data(ax, "no finite gradient norms")
+        no_data(ax, "no finite gradient norms")
     ax.set_xlabel("t")
     ax.set_ylabel(r"$\|\partial L/\partial h_t\|$")
     if title:
@@ -231,7 +231,7 @@ def plot_gate_stats(ax_mean: Axes, ax_saturated: Axes, frame: pd.DataFrame) -> b
         if gates:
             ax.legend(fontsize="x-small", ncol=2)
         else:
-            _no_data(ax, "no gates")
+            no_data(ax, "no gates")
     return bool(gates)
 
 
@@ -267,13 +267,13 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _positive(values) -> np.ndarray:
+def log_safe(values) -> np.ndarray:
     """Values usable on a log scale; everything else becomes NaN."""
     values = np.asarray(values, dtype=float)
     return np.where(np.isfinite(values) & (values > 0), values, np.nan)
 
 
-def _no_data(ax: Axes, text: str) -> None:
+def no_data(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="gray")
 
 
@@ -309,7 +309,7 @@ def learning_curves_figure(metrics: pd.DataFrame, summary: dict) -> Figure:
         if ax.has_data():
             ax.legend(fontsize="small")
         else:
-            _no_data(ax, "no finite values logged")
+            no_data(ax, "no finite values logged")
     fig.suptitle(run_title(summary) or "learning curves")
     return fig
 
@@ -356,16 +356,18 @@ def gradnorm_heatmap_figure(gradnorms: pd.DataFrame, summary: dict) -> Figure:
     grids = [gradnorms[gradnorms["layer"] == layer].pivot_table(
         index="step", columns="t", values="grad_norm", aggfunc="mean", dropna=False)
         for layer in layers]
-    positive = np.concatenate([_positive(g.to_numpy()).ravel() for g in grids])
+    positive = np.concatenate([log_safe(g.to_numpy()).ravel() for g in grids])
     positive = positive[np.isfinite(positive)]
+    if len(positive):
+        norm = LogNorm(positive.min(), max(positive.max(), positive.min() * 1.01))
     for ax, layer, grid in zip(axes, layers, grids):
         ax.set_title(f"layer {layer}", fontsize="medium")
         ax.set_xlabel("t")
         ax.set_ylabel("training step")
         if not len(positive):
-            _no_data(ax, "no finite gradient norms")
+            no_data(ax, "no finite gradient norms")
             continue
-        image = _heatmap(ax, grid, LogNorm(positive.min(), max(positive.max(), positive.min() * 1.01)))
+        image = _heatmap(ax, grid, norm)
     if len(positive):
         fig.colorbar(image, ax=list(axes), label=r"$\|\partial L/\partial h_t\|$")
     fig.suptitle(run_title(summary) or "gradient norm heatmap")
@@ -375,7 +377,7 @@ def gradnorm_heatmap_figure(gradnorms: pd.DataFrame, summary: dict) -> Figure:
 def _heatmap(ax: Axes, grid: pd.DataFrame, norm: LogNorm):
     # Rows are probes in order; ticks name their training steps (probes need not be evenly spaced).
     t = grid.columns.to_numpy(float)
-    data = np.ma.masked_invalid(_positive(grid.to_numpy()))
+    data = np.ma.masked_invalid(log_safe(grid.to_numpy()))
     # grey cells: no usable norm (NaN, inf or 0), e.g. after a divergence
     cmap = colormaps["magma"].with_extremes(bad="lightgray")
     image = ax.imshow(data, aspect="auto", origin="lower", norm=norm, cmap=cmap,
