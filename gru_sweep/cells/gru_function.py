@@ -43,19 +43,23 @@ class GRULayerFunction(torch.autograd.Function):
         else:
             torch.add(xp[..., : 2 * H], b_hh[: 2 * H], out=gates[..., : 2 * H])
             gates[..., 2 * H :] = b_hh[2 * H :]
-        n = torch.empty(T, B, H, dtype=xp.dtype, device=xp.device)
+        # tanh(a) is computed as 2*sigmoid(2a) - 1: CPU tanh goes through MKL's accurate VML
+        # routine, 4-5x slower than sigmoid at these sizes (1.8e-7 worst float32 error here, vs
+        # 3e-8); so n starts as 2*xp_n and each step adds 2*r*hn.
+        n = torch.mul(xp[..., 2 * H :], 2)
+        minus_one = torch.full((1, 1), -1.0, dtype=xp.dtype, device=xp.device)
         out = torch.empty(T, B, H, dtype=xp.dtype, device=xp.device)
 
         w_t = w_hh.t()
         # Per-step views made once: indexing a Python tuple is much cheaper than a tensor.
         g_all, rz, r, z, hn = _gate_views(gates, H)
-        xn, n_t, out_t = xp[..., 2 * H :].unbind(0), n.unbind(0), out.unbind(0)
+        n_t, out_t = n.unbind(0), out.unbind(0)
         h = h0
         for t in range(T):
             g_all[t].addmm_(h, w_t)
             rz[t].sigmoid_()
-            torch.addcmul(xn[t], r[t], hn[t], out=n_t[t])
-            n_t[t].tanh_()
+            n_t[t].addcmul_(r[t], hn[t], value=2).sigmoid_()
+            torch.add(minus_one, n_t[t], alpha=2, out=n_t[t])
             torch.lerp(n_t[t], h, z[t], out=out_t[t])
             h = out_t[t]
         ctx.save_for_backward(h0, w_hh, gates, n, out)
