@@ -85,6 +85,9 @@ def train_run(cfg: DictConfig, run_dir: Path, extra_callbacks=()) -> RunResult:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
+        # CSVLogger appends to an existing metrics.csv (a resume); its warning says otherwise.
+        warnings.filterwarnings("ignore", message=".*Previous log files in this directory will be deleted.*")
+        warnings.filterwarnings("ignore", message=".*The `srun` command is available.*")
         trainer.fit(model, datamodule=task, ckpt_path=resume_from if resume_from.exists() else None)
 
         status = "diverged" if guard.diverged_at is not None else "completed"
