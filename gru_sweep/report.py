@@ -306,12 +306,12 @@ def _seed_curve(frames: list[pd.DataFrame], label: str, color) -> plots.Curve:
 def final_metrics_figure(sweep: Sweep) -> Figure:
     """(a) Final metrics against x, one line per configuration, mean and std over seeds."""
     metrics = sweep.metrics[:MAX_METRIC_PANELS]
-    fig = Figure(figsize=(5.5 * max(len(metrics), 1) + 2.5, 4.2), layout="constrained")
-    axes = fig.subplots(1, max(len(metrics), 1), squeeze=False)[0]
-    for ax, metric in zip(axes, metrics):
+    fig, axes = _panel_grid(max(len(metrics), 1), 5.5, 4, max_columns=2)
+    for ax, metric in zip(axes.ravel(), metrics):
         _plot_final_metric(ax, sweep, metric)
+    _hide_unused(axes, len(metrics))
     if not metrics:
-        plots.no_data(axes[0], "summary.csv has no metric columns")
+        plots.no_data(axes[0, 0], "summary.csv has no metric columns")
     _figure_legend(fig, axes)
     fig.suptitle("final metrics (mean ± std over seeds; × at the top: diverged trials)")
     return fig
@@ -387,11 +387,17 @@ def _figure_legend(fig: Figure, axes) -> None:
                    fontsize="small")
 
 
-def _panel_grid(n: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
-    columns = min(n, 3)
+def _panel_grid(n: int, width: float, height: float,
+                max_columns: int = 3) -> tuple[Figure, np.ndarray]:
+    columns = min(n, max_columns)
     rows = math.ceil(n / columns)
     fig = Figure(figsize=(width * columns + 2.5, height * rows), layout="constrained")
     return fig, fig.subplots(rows, columns, squeeze=False)
+
+
+def _hide_unused(axes: np.ndarray, used: int) -> None:
+    for ax in axes.ravel()[max(used, 1):]:
+        ax.set_visible(False)
 
 
 def gradnorm_curves_figure(sweep: Sweep) -> Figure:
@@ -406,8 +412,7 @@ def gradnorm_curves_figure(sweep: Sweep) -> Figure:
         for config in sweep.configs:
             curves.extend(_config_curves(sweep, config, x))
         plots.plot_gradnorm_curves(ax, curves, title=sweep.x_label(x))
-    for ax in axes.ravel()[len(sweep.x_values):]:
-        ax.set_visible(False)
+    _hide_unused(axes, len(sweep.x_values))
     _figure_legend(fig, axes)
     fig.suptitle(r"$\|\partial L/\partial h_t\|$ at the last probe (top layer)")
     return fig
@@ -549,12 +554,13 @@ def results_table(sweep: Sweep, decay: pd.DataFrame) -> pd.DataFrame:
     for metric in sweep.metrics:
         table[metric] = _mean_std(seed_aggregate(sweep, sweep.trials[metric]))
     if len(decay):
-        table["slope (ln/step)"] = _mean_std(
-            seed_aggregate(sweep, _top_layer_values(sweep, decay, "slope")))
+        slope = _top_layer_values(sweep, decay, "slope")
+        slopes = seed_aggregate(sweep, slope)
+        table["slope (ln/step)"] = _mean_std(slopes)
         table["horizon"] = _horizon_summary(sweep, _top_layer_values(sweep, decay, "horizon"),
-                                            _top_layer_values(sweep, decay, "slope"))
-        table["fit horizon"] = _mean_std(
-            seed_aggregate(sweep, _top_layer_values(sweep, decay, "fit_horizon")))
+                                            slope)
+        # of the mean slope: horizons themselves average badly (a flat seed's is infinite)
+        table["fit horizon"] = [fmt(plots.slope_horizon(m)) for m in slopes["mean"]]
     return table
 
 
@@ -606,8 +612,9 @@ def _overview(sweep: Sweep) -> str:
     replicates = ", ".join(f"<code>{html.escape(c)}</code>" for c in sweep.replicates)
     return (f"<p>{trials}. {x_text}; configurations by {axes}; replicates by "
             f"{replicates or 'none'}. Means and spreads leave "
-            "diverged trials out. Decay: least-squares slope of ln ‖∂L/∂h<sub>t</sub>‖ "
-            "against the distance from the end, at the last probe; horizon: the distance at "
+            "diverged trials out. Decay, at the last probe and from the curve's maximum "
+            "backwards: least-squares slope of ln ‖∂L/∂h<sub>t</sub>‖ against the distance "
+            "from the end; horizon: the distance at "
             f"which the norm first falls below {plots.DECAY_THRESHOLD:g} of its maximum "
             "(fit horizon: the same read off the fitted line, which extrapolates past the "
             "sequence).</p>")

@@ -97,6 +97,20 @@ def test_horizon_counts_from_the_peak_not_from_the_end():
     assert plots.fit_decay(t, norm).horizon == 5
 
 
+def test_fit_decay_uses_the_curve_from_its_maximum_backwards():
+    # copy task: the loss enters over the last 5 steps, so the curve rises there; the decay
+    # into the past, exp(-0.3 d) from the maximum, is what the slope must measure
+    t = np.arange(40)
+    norm = np.exp(-0.3 * (34 - t))
+    norm[35:] = [0.2, 0.5, 0.1, 0.4, 0.3]
+    fit = plots.fit_decay(t, norm)
+    assert fit.slope == pytest.approx(-0.3, abs=1e-9) and fit.n_points == 35
+    assert fit.horizon == 5 + math.floor(math.log(1e3) / 0.3) + 1
+    # the maximum at the first step: nothing decays into the past
+    growing = plots.fit_decay(t, np.exp(0.1 * (39 - t)))
+    assert growing.slope == 0 and growing.fit_horizon == math.inf and math.isnan(growing.horizon)
+
+
 def test_decay_fits_per_layer_at_last_probe_step():
     frame = gradnorm_rows([0, 10, 20], [0, 1], 15, {0: 0.25, 1: 0.6})
     frame.loc[frame["step"] == 20, "grad_norm"] = np.nan  # diverged: last probe unusable

@@ -174,6 +174,8 @@ def test_results_table_reads_means_and_baselines(sweep_dir):
     row = table[(table["config"] == "custom_gru · chrono") & (table["seq_len"] == 10)].iloc[0]
     assert row["val/loss"] == f"{0.11:.4g} ± {np.std([0.1, 0.12], ddof=1):.4g} (2)"
     assert row["horizon"] == "not reached"
+    assert row["slope (ln/step)"] == f"{-0.055:.4g} ± {np.std([0.05, 0.06], ddof=1):.4g} (2)"
+    assert row["fit horizon"] == f"{math.log(1e3) / 0.055:.4g}"
     fig = report.final_metrics_figure(sweep)
     baseline_line = next(line for line in fig.axes[0].lines
                          if line.get_label() == "task baseline")
