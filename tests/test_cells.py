@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.func import functional_call
 
-from gru_sweep.cells import CELL_NAMES, CellConfig, CustomGRU, RecurrentCell, build_cell, gru_layer
+from gru_sweep.cells import CELL_NAMES, CellConfig, CustomGRU, RecurrentCell, build_cell
+from gru_sweep.cells.gru_layer import gru_layer
 from gru_sweep.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -2,7 +2,6 @@
 from gru_sweep.cells.cell import CELL_NAMES, CellConfig, RecurrentCell, build_cell
 from gru_sweep.cells.custom_gru import CustomGRU
 from gru_sweep.cells.gate_init import GATE_INITS, GateInitConfig, apply_gate_init, check_gate_init
-from gru_sweep.cells.gru_layer import gru_layer
 from gru_sweep.cells.unrolled import Unrolled, unroll
 
 __all__ = [
@@ -16,6 +15,5 @@ __all__ = [
     "apply_gate_init",
     "build_cell",
     "check_gate_init",
-    "gru_layer",
     "unroll",
 ]

@@ -95,7 +95,8 @@ class _Layer:
 
 
 def _uniform(n: int, low: float, high: float, like: Tensor, generator: torch.Generator | None) -> Tensor:
-    # sampled in float64 on the generator's device, so a seed gives the same draw anywhere
+    # Random schemes draw in float64 on the generator's device, so a seed gives the same
+    # init whatever the parameters' device and dtype.
     device = generator.device if generator is not None else like.device
     u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
     return (low + (high - low) * u).to(like)
@@ -134,8 +135,10 @@ def _orthogonal(layer: _Layer, cfg: GateInitConfig, generator) -> None:
     """Each H x H gate block of W_hh = gain * Q, Q orthogonal (Q Q^T = I). Saxe, McClelland &
     Ganguli 2014, "Exact solutions to the nonlinear dynamics of learning in deep linear neural
     networks"; Henaff, Szlam & LeCun 2016 for RNNs. Input weights and biases keep the default."""
+    device = generator.device if generator is not None else layer.w_hh.device
     for block in layer.w_hh.split(layer.hidden, 0):
-        nn.init.orthogonal_(block, gain=cfg.gain, generator=generator)
+        q = torch.empty(layer.hidden, layer.hidden, dtype=torch.float64, device=device)
+        block.copy_(nn.init.orthogonal_(q, gain=cfg.gain, generator=generator))
 
 
 def _identity(layer: _Layer, cfg: GateInitConfig, generator) -> None:

@@ -6,8 +6,9 @@ without touching :class:`~gru_sweep.cells.custom_gru.CustomGRU`.
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
+
+from gru_sweep.cells.gru_function import gru_recurrence
 
 
 def gru_layer(xp: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -30,17 +31,7 @@ def gru_layer(xp: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor | None) -> tupl
         r = sigmoid(xr + hr);  z = sigmoid(xz + hz);  n = tanh(xn + r * hn)
         h = (1 - z) * n + z * h
     """
-    hidden = h0.shape[-1]
-    w_hh_t = w_hh.t()
-    h = h0
-    outs = []
-    # unbind once: indexing xp[t] inside the loop would make every step's backward
-    # allocate a zero gradient the size of all of xp, i.e. quadratic in T.
-    for x_t in xp.unbind(0):
-        hp = h @ w_hh_t if b_hh is None else torch.addmm(b_hh, h, w_hh_t)
-        rz = torch.sigmoid(x_t[:, : 2 * hidden] + hp[:, : 2 * hidden])
-        r, z = rz.chunk(2, 1)
-        n = torch.tanh(x_t[:, 2 * hidden :] + r * hp[:, 2 * hidden :])
-        h = n + z * (h - n)
-        outs.append(h)
-    return torch.stack(outs), h
+    # The loop itself is GRULayerFunction's: a hand-written backward, so the weight gradients
+    # are one matmul over batch x time instead of one per step (see gru_function.py).
+    out = gru_recurrence(xp, h0, w_hh, b_hh)
+    return out, out[-1]
