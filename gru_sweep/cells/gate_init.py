@@ -5,6 +5,15 @@ PyTorch adds two bias vectors (``bias_ih + bias_hh``); a scheme that fixes a gat
 the whole value in ``bias_ih`` and zeroes that gate's slice of ``bias_hh``, so the effective
 bias (their sum) is exactly what the scheme says. Slices and weights a scheme does not
 mention keep PyTorch's default init (U(-1/sqrt(H), 1/sqrt(H))). Every layer is initialised.
+
+    default     PyTorch's own
+    gate_bias   b_keep = value                         Jozefowicz et al. 2015 (value 1)
+    chrono      b_keep = log u, u ~ U[1, t_max - 1]   Tallec & Ollivier 2018 (LSTM: b_i = -b_f)
+    uniform     b_keep = logit u, u ~ U[1/d, 1 - 1/d] Gu et al. 2020 (UGI)
+    orthogonal  each H x H block of W_hh = gain * Q    Saxe et al. 2014
+    identity    W_hh = gain * I, biases 0 (relu RNN)  Le et al. 2015 (IRNN)
+
+Each scheme's function below gives the details and the full reference.
 """
 from __future__ import annotations
 
@@ -31,7 +40,7 @@ FITS = {
     "orthogonal": _ALL,
     "identity": ("rnn",),
 }
-# Block index in PyTorch's packed weights (GRU r,z,n; LSTM i,f,g,o) and block counts.
+# Block index in PyTorch's packed weights (GRU r,z,n; LSTM i,f,g,o).
 _KEEP_GATE = 1  # GRU z and LSTM f are both the second block
 _LSTM_INPUT_GATE = 0
 
