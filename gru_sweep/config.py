@@ -89,9 +89,11 @@ class LoggerConfig:
     group: Optional[str] = None
     tags: list[str] = field(default_factory=list)
     run_name: Optional[str] = None
+    init_timeout: float = 60.0  # seconds W&B may take to start before the run goes on without it
 
     def __post_init__(self):
         require_choice("name", self.name, ("wandb", "csv", "none"))
+        require_positive("init_timeout", self.init_timeout)
         require_choice("mode", self.mode, ("offline", "online", "disabled"))
 
 
@@ -161,6 +163,10 @@ def _value_at(node: Any, key: Any) -> Any:
 
 def validate(cfg: DictConfig) -> RunConfig:
     """Check every group of a composed run config; raise one ConfigError on the first problem."""
+    try:  # resolve interpolations against the whole config before groups are merged one by one
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    except OmegaConfBaseException as err:
+        raise ConfigError(str(err.full_key), None, str(err).splitlines()[0]) from None
     groups = {}
     for group, schema in _GROUP_SCHEMAS.items():
         groups[group] = _merge_into(schema, cfg.get(group) or {}, group)

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,7 +131,7 @@ def _wandb_logger(run: RunConfig, run_dir: Path, container: dict) -> WandbLogger
     import wandb
 
     id_file = run_dir / "wandb_run_id"
-    run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+    run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
     id_file.write_text(run_id)
     tags = list(run.logger.tags) or [f"cell={run.cell.name}", f"gate_init={run.gate_init.scheme}",
                                      f"seq_len={run.data.seq_len}", f"task={run.data.name}"]
@@ -139,7 +140,7 @@ def _wandb_logger(run: RunConfig, run_dir: Path, container: dict) -> WandbLogger
             project=run.logger.project, entity=run.logger.entity, group=run.logger.group or run.experiment_name,
             tags=tags, name=run.logger.run_name or run_dir.name, save_dir=str(run_dir), id=run_id,
             resume="allow", mode=run.logger.mode, config=container,
-            settings=wandb.Settings(init_timeout=60, silent=True),
+            settings=wandb.Settings(init_timeout=run.logger.init_timeout, silent=True),
         )
         logger.experiment  # start now, so a broken W&B fails here and not inside training
         return logger
