@@ -1,0 +1,146 @@
+"""Run the benchmark suite and print its tables (markdown); optionally save them as JSON.
+
+    python -m benchmarks                      # CPU, full suite (a few minutes on 2 cores)
+    python -m benchmarks --quick              # fewer repeats, T up to 1000
+    python -m benchmarks --device cuda --out gpu.json   # cuDNN GRU as the reference
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import torch
+
+from benchmarks import sections
+
+# CustomGRU / nn.GRU ratio targets (issue 7), by speed shape index; memory at T=1000.
+CPU_SPEED_TARGETS = (0.8, 0.8, 1.0)
+GPU_SPEED_TARGET = 1.5
+MEMORY_TARGET = 1.10
+FULL_SEQ_LENS = [100, 300, 1000, 3000, 10000]
+QUICK_SEQ_LENS = [100, 300, 1000]
+SECTION_NAMES = ("speed", "scaling", "training")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda[:N])")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 7; 3 with --quick)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per case before timing")
+    p.add_argument("--quick", action="store_true", help="3 repeats, scaling up to T=1000 only")
+    p.add_argument("--seq-lens", type=int, nargs="+", default=None, help="T values of the scaling table")
+    p.add_argument("--sections", nargs="+", choices=SECTION_NAMES, default=list(SECTION_NAMES))
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--out", default=None, help="also write all results to this JSON file")
+    args = p.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 7
+    if args.seq_lens is None:
+        args.seq_lens = QUICK_SEQ_LENS if args.quick else FULL_SEQ_LENS
+    if args.repeats < 1 or args.warmup < 0:
+        p.error("--repeats must be >= 1 and --warmup >= 0")
+    return args
+
+
+def markdown(rows: list[dict], columns: list[str] | None = None) -> str:
+    columns = columns or list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row[c]) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def environment(device: torch.device) -> dict:
+    env = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
+           "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    if hasattr(os, "getloadavg"):
+        env["loadavg_start"] = os.getloadavg()[0]
+    return env
+
+
+def report_speed(rows: list[dict], device: torch.device) -> list[str]:
+    out = ["## Training step (forward + backward), ratio to nn.GRU"
+           + (" (cuDNN)" if device.type == "cuda" else ""),
+           "ratio = median time / nn.GRU's median; range = min..max of the per-round ratios; "
+           "spread = (max-min)/median of the cell's own repeats.", ""]
+    table = [{**r, "ratio range": f"{r['ratio_min']:.2f}..{r['ratio_max']:.2f}"} for r in rows]
+    out.append(markdown(table, ["shape", "cell", "ms", "ratio", "ratio range", "spread", "gflops"]))
+    custom = [r for r in rows if r["cell"] == "CustomGRU"]
+    targets = CPU_SPEED_TARGETS if device.type == "cpu" else (GPU_SPEED_TARGET,) * len(custom)
+    out.append("")
+    for row, target in zip(custom, targets):
+        verdict = "met" if row["ratio"] <= target else "NOT met"
+        out.append(f"- target CustomGRU <= {target}x nn.GRU at {row['shape']}: {row['ratio']:.2f}x, {verdict}")
+    return out
+
+
+def report_scaling(result: dict) -> list[str]:
+    rows = result["rows"]
+    out = ["## Scaling in T (B32 I10 H128): step time and peak training memory", "",
+           markdown(rows), "", "Linear fit y = a + b*T:", ""]
+    fits = [{"series": k, "slope per 1000 steps": 1000 * f["slope"], "intercept": f["intercept"],
+             "R^2": f["r2"], "max rel. residual": f["max_rel_residual"]} for k, f in result["fits"].items()]
+    out.append(markdown(fits))
+    at_1000 = [r for r in rows if r["T"] == 1000]
+    if at_1000:
+        ratio = at_1000[0]["memory ratio"]
+        verdict = "met" if ratio <= MEMORY_TARGET else "NOT met"
+        out += ["", f"- target CustomGRU peak memory <= {MEMORY_TARGET:.2f}x nn.GRU at T=1000: "
+                    f"{ratio:.3f}x, {verdict}"]
+    return out
+
+
+def report_training(result: dict) -> list[str]:
+    out = ["## Probe and data generation, relative to a training step"]
+    if "skipped" in result:
+        return out + ["", f"not measured: {result['skipped']}"]
+    out += [result["setup"], "", markdown([{"quantity": k, "value": v} for k, v in result.items() if k != "setup"])]
+    return out
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available to this torch build")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results: dict = {"environment": environment(device), "args": vars(args)}
+    lines = [f"# gru_sweep benchmarks: {json.dumps(results['environment'])}"]
+    started = time.perf_counter()
+    if "speed" in args.sections:
+        results["speed"] = sections.speed(device, args.repeats, args.warmup)
+        lines += [""] + report_speed(results["speed"], device)
+    if "scaling" in args.sections:
+        results["scaling"] = sections.scaling(device, args.seq_lens, args.repeats, min(args.warmup, 1))
+        lines += [""] + report_scaling(results["scaling"])
+    if "training" in args.sections:
+        results["training"] = sections.training_overheads(device, args.repeats, args.warmup)
+        lines += [""] + report_training(results["training"])
+    results["environment"]["seconds"] = time.perf_counter() - started
+    if hasattr(os, "getloadavg"):
+        results["environment"]["loadavg_end"] = os.getloadavg()[0]
+    lines += ["", f"({results['environment']['seconds']:.0f} s; load average "
+                  f"{results['environment'].get('loadavg_start', float('nan')):.1f} at start, "
+                  f"{results['environment'].get('loadavg_end', float('nan')):.1f} at end)"]
+    print("\n".join(lines))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()
