@@ -64,7 +64,7 @@ class SchedulerConfig:
     reduction_factor: float = 2
     max_t: Optional[float] = None  # null: trainer.max_steps (step) / number of validations
 
-    def __post_init__(self):
+    def check(self):
         require_choice("name", self.name, ("fifo", "asha"))
         require_choice("time_attr", self.time_attr, TIME_ATTRS)
         require_positive("grace_period", self.grace_period)
@@ -81,7 +81,7 @@ class ResourcesConfig:
     cpu: float = 1
     gpu: float = 0  # fractions share a GPU: 0.25 puts four trials on one device
 
-    def __post_init__(self):
+    def check(self):
         require_positive("cpu", self.cpu)
         if isinstance(self.gpu, bool) or not isinstance(self.gpu, (int, float)) or self.gpu < 0:
             raise ConfigError("gpu", self.gpu, "must be a number >= 0")
@@ -110,6 +110,11 @@ class SweepConfig:
         if not self.axes:
             raise ConfigError("axes", {}, "give at least one axis, e.g. {data.seq_len: {grid: [50, 100]}}")
         self.axis_list = [parse_axis(key, spec) for key, spec in self.axes.items()]
+        for group in ("scheduler", "resources_per_trial"):  # nested: prefix their keys
+            try:
+                getattr(self, group).check()
+            except ConfigError as err:
+                raise err.under(group) from None
         if not self.metric.startswith(("val/", "train/", "test/")):
             raise ConfigError("metric", self.metric, "name a logged metric, e.g. val/loss")
         require_choice("mode", self.mode, ("min", "max"))

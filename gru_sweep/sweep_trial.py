@@ -55,7 +55,8 @@ class TrialLog:
         self.attempts = json.loads(path.read_text())["attempts"] if path.exists() else []
 
     def start(self, trial_id: str, where: dict) -> None:
-        self.attempts.append({"trial_id": trial_id, **where, "started": time.time()})
+        self.attempts.append({"trial_id": trial_id, **where, "started": time.time(),
+                              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")})
         self._write()
 
     def update(self, **fields) -> None:

@@ -187,8 +187,10 @@ def _tuner(sweep: SweepConfig, spec: TrialSpec, scheduler, sweep_dir: Path, resu
         param_space=param_space(sweep.axis_list, sweep.num_samples),
         tune_config=tune.TuneConfig(
             metric=sweep.metric, mode=sweep.mode, scheduler=scheduler, num_samples=1,
-            search_alg=BasicVariantGenerator(random_state=sweep.seed),
-            max_concurrent_trials=sweep.max_concurrent_trials,
+            # Seeded, so random axes draw the same values again when a sweep starts over.
+            # (TuneConfig.max_concurrent_trials is ignored with a search_alg of this kind.)
+            search_alg=BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.max_concurrent_trials or 0),
+            reuse_actors=True,  # a trial process imports torch and Lightning once, not per trial
             trial_name_creator=_trial_dir_name, trial_dirname_creator=_trial_dir_name,
         ),
         run_config=tune.RunConfig(
