@@ -4,8 +4,8 @@
 # Meant to be SOURCED by .ci/run (which runs under `set -euo pipefail`):
 #     . .ci/slurm-up.sh          # installs, configures and starts munged/slurmctld/slurmd
 #     trap slurm_down EXIT       # stops what this script started, by pid
-# It exports SLURM_CONF, GRU_SWEEP_SLURM_PARTITION and GRU_SWEEP_NODE_IP (127.0.0.1: every Ray
-# node and driver stays on loopback) for the tests. Running it a second time restarts the
+# It exports SLURM_CONF and GRU_SWEEP_SLURM_PARTITION for the tests (and puts /usr/sbin, where
+# the daemons live, on PATH). Running it a second time restarts the
 # daemons on a fresh config. Executed instead of sourced: `.ci/slurm-up.sh` starts the cluster
 # and leaves it running; `.ci/slurm-up.sh down` stops it.
 #
@@ -17,6 +17,7 @@
 GRU_SWEEP_SLURM_DIR=${GRU_SWEEP_SLURM_DIR:-/var/tmp/gru_sweep-slurm}
 GRU_SWEEP_SLURM_PARTITION=${GRU_SWEEP_SLURM_PARTITION:-debug}
 _SLURM_MARK="# written by gru_sweep .ci/slurm-up.sh"
+case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH=$PATH:/usr/sbin ;; esac
 
 _slurm_log() { echo "slurm-up: $*" >&2; }
 
@@ -173,7 +174,6 @@ _slurm_up() {
         return 1
     fi
     export GRU_SWEEP_SLURM_PARTITION
-    export GRU_SWEEP_NODE_IP=${GRU_SWEEP_NODE_IP:-127.0.0.1}
     _slurm_log "cluster up in $(( $(date +%s) - t0 )) s: partition $GRU_SWEEP_SLURM_PARTITION," \
         "node $(hostname -s), SLURM_CONF=$SLURM_CONF"
 }

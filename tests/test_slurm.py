@@ -1,11 +1,13 @@
-"""SLURM: sbatch command construction and node-address choice (fast), and a real sweep job on
-the local one-node cluster that .ci/slurm-up.sh starts (marked `slurm`).
+"""SLURM: sbatch command construction and node-address choice (fast), and sweep jobs on the
+local one-node cluster that .ci/slurm-up.sh starts (marked `slurm`; skipped when no cluster
+answers, failed instead when GRU_SWEEP_REQUIRE_SLURM=1).
 
 The cluster tests submit through `python -m gru_sweep.slurm submit` and the real
-slurm/sweep.sbatch. The driver is a stand-in (GRU_SWEEP_DRIVER): a small Ray Tune sweep with
-checkpoints whose every number is known in advance, so the test can tell a resumed sweep
-(finished trials not run again, the running one continuing from its checkpoint) from one that
-started over.
+slurm/sweep.sbatch. One runs the real sweep CLI and compares its summary with the same sweep
+run directly. The requeue tests use a stand-in driver (GRU_SWEEP_DRIVER): a small Ray Tune sweep
+with checkpoints whose every number is known in advance and which records what each trial saw,
+so they can tell a resumed sweep (finished trials not run again, the running one continuing
+from its checkpoint) from one that started over, at the step level.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -153,8 +156,11 @@ from ray import tune
 args = dict(a.lstrip("+").split("=", 1) for a in sys.argv[1:])
 sweep_dir = Path(args["sweep.dir"])
 resume = args.get("sweep.resume") == "true"
+# the sweep CLI's contract: sweep.yaml set up first; resume=true only where it exists
+assert (sweep_dir / "sweep.yaml").exists() == resume, "resume=true iff the sweep is set up"
 sweep_dir.mkdir(parents=True, exist_ok=True)
-ray.init(address=args["ray.address"], log_to_driver=False)
+(sweep_dir / "sweep.yaml").write_text("standin: true\n")
+ray.init(address=args["ray.address"], _node_ip_address=args["ray.node_ip"], log_to_driver=False)
 record = {
     "resume": resume,
     "address": args["ray.address"],
@@ -195,7 +201,7 @@ def trainable(config):
 
 
 trainable = tune.with_resources(trainable, {"cpu": 1})
-if resume:
+if resume and tune.Tuner.can_restore(str(sweep_dir / "tune")):
     tuner = tune.Tuner.restore(str(sweep_dir / "tune"), trainable, resume_unfinished=True)
 else:
     slow = int(args.get("slow_steps", 3))
@@ -270,34 +276,49 @@ def _wait_final(job_id: str, log: Path, timeout: float) -> str:
                  timeout, job_id, log)
 
 
+def _submit(tmp_path: Path, jobs: list[str], overrides: list[str], requeue: bool = False,
+            driver: str | None = None) -> tuple[str, Path, Path]:
+    """`python -m gru_sweep.slurm submit` from tmp_path; returns job id, sweep dir, log."""
+    sweep_dir = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "gru_sweep.slurm", "submit", *overrides, f"sweep.dir={sweep_dir}",
+           "--cpus-per-node", "2", "--time", "00:10:00", "--job-name", "gru_sweep-test"]
+    if os.environ.get("GRU_SWEEP_SLURM_PARTITION"):
+        cmd += ["--partition", os.environ["GRU_SWEEP_SLURM_PARTITION"]]
+    if requeue:
+        cmd.append("--requeue")
+    env = dict(os.environ, GRU_SWEEP_NODE_IP="127.0.0.1")
+    env.pop("GRU_SWEEP_DRIVER", None)
+    if driver:
+        env["GRU_SWEEP_DRIVER"] = driver
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    job_id = re.search(r"^submitted job (\d+)$", out.stdout, re.M).group(1)
+    assert f"results: {sweep_dir}" in out.stdout
+    jobs.append(job_id)
+    return job_id, sweep_dir, tmp_path / "sweeps" / f"slurm-{job_id}.out"
+
+
 @pytest.fixture
-def submit(cluster, tmp_path):
-    """Submit the stand-in sweep through `python -m gru_sweep.slurm submit`; scancel at the end."""
-    standin = tmp_path / "standin.py"
-    standin.write_text(STANDIN)
-    jobs = []
-
-    def run(*overrides: str, requeue: bool = False) -> tuple[str, Path, Path]:
-        sweep_dir = tmp_path / "sweep"
-        cmd = [sys.executable, "-m", "gru_sweep.slurm", "submit", *overrides, f"sweep.dir={sweep_dir}",
-               "--cpus-per-node", "2", "--time", "00:10:00", "--job-name", "gru_sweep-test"]
-        if os.environ.get("GRU_SWEEP_SLURM_PARTITION"):
-            cmd += ["--partition", os.environ["GRU_SWEEP_SLURM_PARTITION"]]
-        if requeue:
-            cmd.append("--requeue")
-        env = dict(os.environ, GRU_SWEEP_DRIVER=f"{sys.executable} -u {standin}",
-                   GRU_SWEEP_NODE_IP="127.0.0.1")
-        out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
-        job_id = re.search(r"^submitted job (\d+)$", out.stdout, re.M).group(1)
-        assert f"results: {sweep_dir}" in out.stdout
-        jobs.append(job_id)
-        return job_id, sweep_dir, tmp_path / "sweeps" / f"slurm-{job_id}.out"
-
-    yield run
-    for job_id in jobs:
+def jobs(cluster):
+    """Job ids submitted by a test; any still queued or running are cancelled at the end."""
+    submitted: list[str] = []
+    yield submitted
+    for job_id in submitted:
         if _job(job_id).get("JobState") not in FINAL | {None}:
             subprocess.run(["scancel", job_id], check=False)
+
+
+def _ray_processes_of(job_id: str) -> list[str]:
+    """Command lines of live processes that use this job's Ray temp dir (/tmp/ray-<job id>)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"/tmp/ray-{job_id}/" in text or text.rstrip().endswith(f"/tmp/ray-{job_id}"):
+            found.append(text[:200])
+    return found
 
 
 def _lines(path: Path) -> list[dict]:
@@ -321,37 +342,64 @@ def _assert_clean_trial_env(sweep_dir: Path):
             assert start["node_ip"] == "127.0.0.1"
 
 
+# 2 sequence lengths x 2 gate initialisations of the smoke experiment: seconds per trial.
+TINY_SWEEP = ["+experiment=smoke", "sweep=seq_len_x_init",
+              "sweep.axes={data.seq_len:{grid:[5,10]},gate_init:{grid:[default,chrono]}}"]
+
+
 @pytest.mark.slurm
-def test_sweep_job_completes(submit):
+def test_sweep_job_matches_direct_run(jobs, tmp_path):
+    """The real CLI through the real sbatch script: the same summary as the sweep run directly."""
+    import pandas as pd
+
     t0 = time.monotonic()
-    job_id, sweep_dir, log = submit("+experiment=standin", "slow_steps=3")
-    state = _wait_final(job_id, log, timeout=150)
+    job_id, sweep_dir, log = _submit(tmp_path, jobs, TINY_SWEEP)
+    state = _wait_final(job_id, log, timeout=240)
     text = log.read_text()
     assert state == "COMPLETED", text[-4000:]
-    # the same numbers as the sweep run directly: trial i reports 10*i + steps
-    assert json.loads((sweep_dir / "summary.json").read_text()) == [
-        {"i": 0, "step": 2, "value": 2, "error": False},
-        {"i": 1, "step": 3, "value": 13, "error": False},
-    ]
-    (driver,) = _lines(sweep_dir / "driver_starts.jsonl")
-    assert driver["resume"] is False
-    assert driver["slurm_vars"] == [] and driver["job_id"] == job_id
-    assert driver["node_ip"] == "127.0.0.1" and driver["address"].startswith("127.0.0.1:")
-    assert driver["nodes"] == 1 and driver["cpus"] == 2.0
-    _assert_clean_trial_env(sweep_dir)
-    _assert_no_token_written(driver, sweep_dir, log)
-    assert "Ray stopped (exit 0)" in text
-    print(f"sweep job {job_id}: {time.monotonic() - t0:.0f} s from submission to completion")
+    t_job = time.monotonic() - t0
+    assert "Ray stopped (exit 0)" in text and "resuming the sweep" not in text
+    assert _ray_processes_of(job_id) == []
+
+    direct_dir = tmp_path / "direct"
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths
+    t1 = time.monotonic()
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "gru_sweep", *TINY_SWEEP, f"sweep.dir={direct_dir}", "ray.num_cpus=2",
+             "ray.node_ip=127.0.0.1", f"ray.temp_dir={ray_tmp}"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+            env={k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")},
+        )
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert out.returncode == 0, out.stderr[-4000:]
+    t_direct = time.monotonic() - t1
+
+    keys = ["data.seq_len", "gate_init"]
+    slurm_rows = pd.read_csv(sweep_dir / "summary.csv").sort_values(keys).reset_index(drop=True)
+    direct_rows = pd.read_csv(direct_dir / "summary.csv").sort_values(keys).reset_index(drop=True)
+    assert len(slurm_rows) == 4 and (slurm_rows["status"] == "completed").all()
+    assert (slurm_rows["node_ip"] == "127.0.0.1").all()  # nothing left loopback
+    pd.testing.assert_frame_equal(slurm_rows[keys + ["status", "step"]], direct_rows[keys + ["status", "step"]])
+    metrics = [c for c in slurm_rows.columns if c.startswith("val/")]
+    assert "val/loss" in metrics
+    pd.testing.assert_frame_equal(slurm_rows[metrics], direct_rows[metrics], rtol=1e-5)
+    print(f"tiny sweep: SLURM job {job_id} {t_job:.0f} s from submission to completion; "
+          f"run directly {t_direct:.0f} s")
 
 
 @pytest.mark.slurm
 @pytest.mark.parametrize("how", ["scontrol-requeue", "time-limit-signal"])
-def test_requeued_job_resumes_the_sweep(submit, how):
+def test_requeued_job_resumes_the_sweep(jobs, tmp_path, how):
     """scontrol-requeue: what preemption does (SIGTERM to every process of the job, restart).
     time-limit-signal: SLURM's --signal=B:USR1 before the time limit; the script stops the
     driver gracefully (Tune saves its state), stops Ray, and requeues the job itself."""
     t0 = time.monotonic()
-    job_id, sweep_dir, log = submit("+experiment=standin", "slow_steps=24", requeue=True)
+    standin = tmp_path / "standin.py"
+    standin.write_text(STANDIN)
+    job_id, sweep_dir, log = _submit(tmp_path, jobs, ["+experiment=standin", "slow_steps=24"], requeue=True,
+                                     driver=f"{sys.executable} -u {standin}")
 
     def progress(i: int) -> int:
         path = sweep_dir / f"trial_{i}" / "progress"
@@ -366,8 +414,10 @@ def test_requeued_job_resumes_the_sweep(submit, how):
         subprocess.run(["scontrol", "requeue", job_id], check=True)
     else:
         subprocess.run(["scancel", "--batch", "--signal=USR1", job_id], check=True)
-    # SLURM holds a requeued job for 120 s (BeginTime); start it as soon as the old one is gone.
+    # SLURM holds a requeued job for 120 s (BeginTime); start it sooner. Not at once: slurmd
+    # refuses a job credential created in the same second as the old run's was revoked.
     _wait("job to be requeued", lambda: _job(job_id).get("JobState") == "PENDING", 60, job_id, log)
+    time.sleep(3)
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
     state = _wait_final(job_id, log, timeout=180)
     text = log.read_text()
@@ -376,6 +426,11 @@ def test_requeued_job_resumes_the_sweep(submit, how):
     first, second = _lines(sweep_dir / "driver_starts.jsonl")
     assert (first["resume"], second["resume"]) == (False, True)
     assert first["address"] == second["address"]  # same ports after the requeue
+    for driver in first, second:
+        assert driver["slurm_vars"] == [] and driver["job_id"] == job_id
+        assert driver["node_ip"] == "127.0.0.1" and driver["address"].startswith("127.0.0.1:")
+        assert driver["nodes"] == 1 and driver["cpus"] == 2.0
+    assert first["token_sha256"] != second["token_sha256"]  # a fresh token per run
     assert "resuming the sweep in" in text
     if how == "time-limit-signal":
         assert "got SIGUSR1" in text and f"requeueing job {job_id}" in text
@@ -388,6 +443,8 @@ def test_requeued_job_resumes_the_sweep(submit, how):
         {"i": 1, "step": 24, "value": 34, "error": False},
     ]
     _assert_clean_trial_env(sweep_dir)
+    _assert_no_token_written(first, sweep_dir, log)
     _assert_no_token_written(second, sweep_dir, log)
+    assert _ray_processes_of(job_id) == []
     print(f"{how} job {job_id}: {time.monotonic() - t0:.0f} s in all, "
           f"{time.monotonic() - t_requeue:.0f} s from requeue to completion")
