@@ -321,6 +321,34 @@ def _ray_processes_of(job_id: str) -> list[str]:
     return found
 
 
+def _listening_outside_loopback(job_id: str) -> list[str]:
+    """Listening TCP sockets not on loopback, of the job's Ray processes and driver: those the
+    script marks with GRU_SWEEP_SLURM_JOB_ID (SLURM's own srun is not one of them)."""
+    listening = {}  # socket inode -> local address, from /proc/net/tcp{,6} (state 0A: LISTEN)
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A":
+                listening[fields[9]] = fields[1]
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F",  # 127.0.0.1, ::ffff:127.0.0.1
+                "00000000000000000000000001000000"}  # ::1
+    marker = f"GRU_SWEEP_SLURM_JOB_ID={job_id}".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker not in (proc / "environ").read_bytes().split(b"\0"):
+                continue
+            inodes = {os.readlink(fd)[8:-1] for fd in (proc / "fd").iterdir()
+                      if os.readlink(fd).startswith("socket:[")}
+        except OSError:
+            continue
+        for inode in inodes & listening.keys():
+            host, port = listening[inode].split(":")
+            if host not in loopback:
+                found.append(f"{host}:{int(port, 16)} pid {proc.name}")
+    return found
+
+
 def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
@@ -408,6 +436,7 @@ def test_requeued_job_resumes_the_sweep(jobs, tmp_path, how):
     # Requeue once the short trial is done and the long one has checkpointed a few steps.
     _wait("trial 1 to reach step 4", lambda: progress(0) == 2 and progress(1) >= 4,
           timeout=150, job_id=job_id, log=log)
+    assert _listening_outside_loopback(job_id) == []
     time.sleep(2)  # a Tune snapshot (every 1 s in the stand-in) after those checkpoints
     t_requeue = time.monotonic()
     if how == "scontrol-requeue":
