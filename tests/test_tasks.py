@@ -10,7 +10,6 @@ from omegaconf import OmegaConf
 
 from gru_sweep.errors import ConfigError
 from gru_sweep.tasks import DATA_SCHEMAS, TASK_NAMES, build_task
-from gru_sweep.tasks.base import TrainBatches
 
 torch.set_num_threads(1)
 
@@ -190,6 +189,20 @@ def test_interface_and_metric_names(name, corpus_file):
     assert "loss" in task.baseline
     assert all(not v.requires_grad and v.ndim == 0 for v in metrics.values())
     assert len(task.train_dataloader()) == 3
+
+
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_batches_are_assembled_on_the_task_device(name, corpus_file):
+    """setup() points task.device at the trainer's device; every batch is then built there
+    (the meta device stands in for a GPU) from the same CPU draws."""
+    task = build_task(small_cfg(name, corpus_file), seed=0)
+    task.device = torch.device("meta")
+    x, y = task.sample(torch.Generator().manual_seed(0), 4)
+    vx, vy = next(iter(task.val_dataloader()))
+    px, py = task.probe_batch(3)
+    assert {t.device.type for t in (x, y, vx, vy, px, py)} == {"meta"}
+    cpu = build_task(small_cfg(name, corpus_file), seed=0)
+    assert [t.shape for t in (x, y)] == [t.shape for t in cpu.sample(torch.Generator().manual_seed(0), 4)]
 
 
 def test_training_stream_state_resumes_mid_epoch():

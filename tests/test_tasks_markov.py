@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from gru_sweep.tasks import build_task
+from gru_sweep.tasks.markov import stationary_distribution
 
 torch.set_num_threads(1)
 
@@ -105,3 +106,11 @@ def test_concentration_controls_entropy():
                         seed=0).entropy_rate for a in (0.05, 1.0, 50.0)]
     assert rates[0] < rates[1] < rates[2] < math.log(8)
     assert rates[2] > 0.95 * math.log(8)
+
+
+def test_stationary_distribution_of_a_periodic_chain():
+    """Plain power iteration would oscillate on the deterministic flip 0 -> 1 -> 0; the lazy one converges."""
+    flip = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    assert torch.allclose(stationary_distribution(flip), torch.tensor([0.5, 0.5], dtype=torch.float64))
+    with pytest.raises(ValueError, match="power iterations"):
+        stationary_distribution(torch.tensor([[0.9, 0.1], [0.2, 0.8]], dtype=torch.float64), max_iter=2)

@@ -43,8 +43,8 @@ class AddingTask(SyntheticTask):
         values = torch.rand(n, T, generator=generator)
         first = torch.randint(0, half, (n, 1), generator=generator)
         second = torch.randint(half, T, (n, 1), generator=generator)
-        marked = torch.cat([first, second], dim=1)
-        markers = torch.zeros(n, T).scatter_(1, marked, 1.0)
+        values, marked = values.to(self.device), torch.cat([first, second], dim=1).to(self.device)
+        markers = torch.zeros(n, T, device=self.device).scatter_(1, marked, 1.0)
         y = values.gather(1, marked).sum(1, keepdim=True)
         return torch.stack([values, markers], dim=-1), y
 

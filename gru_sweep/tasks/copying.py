@@ -56,17 +56,17 @@ class CopyTask(SyntheticTask):
         }
 
     def sample(self, generator: torch.Generator, n: int) -> Batch:
-        T, length = self.seq_len, self.tokens_per_sample
-        symbols = torch.randint(1, NUM_SYMBOLS + 1, (n, RECALL_LEN), generator=generator)
+        T, length, device = self.seq_len, self.tokens_per_sample, self.device
+        symbols = torch.randint(1, NUM_SYMBOLS + 1, (n, RECALL_LEN), generator=generator).to(device)
         if self.variable:
-            delay = torch.randint(1, T + 1, (n, 1), generator=generator)
+            delay = torch.randint(1, T + 1, (n, 1), generator=generator).to(device)
         else:
-            delay = torch.full((n, 1), T)
-        x = torch.zeros(n, length, dtype=torch.long)
+            delay = torch.full((n, 1), T, device=device)
+        x = torch.zeros(n, length, dtype=torch.long, device=device)
         x[:, :RECALL_LEN] = symbols
         x.scatter_(1, delay + RECALL_LEN - 1, DELIMITER)
-        y = torch.zeros(n, length, dtype=torch.long)
-        y.scatter_(1, delay + RECALL_LEN + torch.arange(RECALL_LEN), symbols)
+        y = torch.zeros(n, length, dtype=torch.long, device=device)
+        y.scatter_(1, delay + RECALL_LEN + torch.arange(RECALL_LEN, device=device), symbols)
         return x, y
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:

@@ -38,10 +38,15 @@ class CorpusTask(Task):
     def __init__(self, cfg: CorpusConfig, seed: int, splits: dict[str, Tensor], vocab_size: int):
         """`splits`: each row at least seq_len + 1 tokens long (the schemas check it)."""
         super().__init__(cfg, seed)
-        self.splits = splits  # "train" | "val" | "test" -> int64 [rows, length]
+        self.splits = splits  # "train" | "val" | "test" -> int64 [rows, length], on the CPU
         self.vocab_size = self.input_size = self.output_size = vocab_size
         self.tokens_per_sample = cfg.seq_len
-        self._eval: dict[str, Batch] = {}
+        self._placed: dict[str, Tensor] = {}  # the splits on self.device
+
+    def _split(self, split: str) -> Tensor:
+        if split not in self._placed or self._placed[split].device != self.device:
+            self._placed[split] = self.splits[split].to(self.device)
+        return self._placed[split]
 
     def sample(self, generator: torch.Generator, n: int) -> Batch:
         return self.windows("train", generator, n)
@@ -52,19 +57,18 @@ class CorpusTask(Task):
 
     def windows(self, split: str, generator: torch.Generator, n: int) -> Batch:
         """n windows at uniformly random offsets (any row, any start that fits)."""
-        rows = self.splits[split]
+        rows = self._split(split)
         starts_per_row = rows.shape[1] - self.seq_len
-        start = torch.randint(0, rows.shape[0] * starts_per_row, (n, 1), generator=generator)
-        window = rows[start // starts_per_row, start % starts_per_row + torch.arange(self.seq_len + 1)]
+        start = torch.randint(0, rows.shape[0] * starts_per_row, (n, 1), generator=generator).to(self.device)
+        offsets = start % starts_per_row + torch.arange(self.seq_len + 1, device=self.device)
+        window = rows[start // starts_per_row, offsets]
         return window[:, :-1], window[:, 1:]
 
     def chunks(self, split: str) -> Batch:
         """The split cut into contiguous, non-overlapping chunks: x, y each [chunks, seq_len]."""
-        if split not in self._eval:
-            rows, T = self.splits[split], self.seq_len
-            span = (rows.shape[1] - 1) // T * T
-            self._eval[split] = (rows[:, :span].reshape(-1, T), rows[:, 1:span + 1].reshape(-1, T))
-        return self._eval[split]
+        rows, T = self._split(split), self.seq_len
+        span = (rows.shape[1] - 1) // T * T
+        return rows[:, :span].reshape(-1, T), rows[:, 1:span + 1].reshape(-1, T)
 
     def val_dataloader(self) -> FixedBatches:
         return FixedBatches(*self.chunks("val"), self.batch_size)

@@ -88,15 +88,21 @@ def transition_table(vocab_size: int, order: int, concentration: float, seed: in
 
 
 def stationary_distribution(P: Tensor, tol: float = 1e-13, max_iter: int = 100_000) -> Tensor:
-    """pi over k-grams with pi = pi M, where M moves k-gram (c_1..c_k) to (c_2..c_k, c) w.p. P[s, c]."""
+    """pi over k-grams with pi = pi M, where M moves k-gram (c_1..c_k) to (c_2..c_k, c) w.p. P[s, c].
+
+    Power iteration on the lazy chain (M + I) / 2, which has the same stationary distributions and
+    converges even where M is periodic (near-deterministic rows). Should M split into closed
+    classes, the limit from the uniform start is one stationary mixture of them: still a valid
+    start for the chain, and h and H_m below are exact for the process started from it.
+    """
     states, vocab = P.shape
     pi = torch.full((states,), 1.0 / states, dtype=torch.float64)
     for _ in range(max_iter):
         # flow [c_1, (c_2..c_k), c] summed over c_1 is the mass of the next k-gram (c_2..c_k, c)
-        nxt = (pi[:, None] * P).view(vocab, states // vocab, vocab).sum(0).reshape(states)
-        if (nxt - pi).abs().sum() < tol:
-            return nxt / nxt.sum()
-        pi = nxt
+        step = (pi[:, None] * P).view(vocab, states // vocab, vocab).sum(0).reshape(states)
+        if (step - pi).abs().sum() < tol:
+            return step / step.sum()
+        pi = (pi + step) / 2
     raise ValueError(f"no stationary distribution within {max_iter} power iterations")
 
 
@@ -141,7 +147,8 @@ class MarkovTask(CorpusTask):
         try:
             self.stationary = stationary_distribution(self.transition)
         except ValueError as err:  # near-deterministic rows: the chain mixes too slowly (or not at all)
-            raise ConfigError("concentration", cfg.concentration, f"{err}: pass a larger data.concentration") from None
+            raise ConfigError("concentration", cfg.concentration,
+                              f"{err}: pass a larger data.concentration") from None
         self.entropy_rate = entropy_rate(self.transition, self.stationary)
         counts = split_rows(cfg)
         chains = sample_chains(self.transition, self.stationary, k, sum(counts), row_len(cfg),
