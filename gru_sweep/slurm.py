@@ -86,7 +86,8 @@ def node_ip(multi_node: bool) -> str:
     if iface:
         found = pick_ipv4(interface_ipv4(iface), allow_loopback=not multi_node)
         if not found:
-            raise SystemExit(f"gru_sweep.slurm: no IPv4 address on interface GRU_SWEEP_NODE_IFACE={iface}")
+            raise SystemExit(f"gru_sweep.slurm: GRU_SWEEP_NODE_IFACE={iface} has no usable IPv4 address "
+                             f"(saw {interface_ipv4(iface)}; loopback only serves one-node jobs)")
         return found
     if not multi_node:
         return "127.0.0.1"

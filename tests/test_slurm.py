@@ -72,6 +72,20 @@ def test_node_ip_multi_node_rejects_loopback_only(monkeypatch):
     assert slurm.node_ip(multi_node=True) == "10.20.0.3"
 
 
+def test_node_ip_from_interface(monkeypatch):
+    monkeypatch.delenv("GRU_SWEEP_NODE_IP", raising=False)
+    monkeypatch.setenv("GRU_SWEEP_NODE_IFACE", "ib0")
+    out = "4: ib0    inet 10.30.0.7/16 brd 10.30.255.255 scope global ib0\\       valid_lft forever"
+    monkeypatch.setattr(slurm, "_words", lambda cmd: out.split() if cmd[-1] == "ib0" else [])
+    assert slurm.interface_ipv4("ib0") == ["10.30.0.7"]
+    assert slurm.node_ip(multi_node=True) == "10.30.0.7"
+    monkeypatch.setenv("GRU_SWEEP_NODE_IFACE", "lo")
+    monkeypatch.setattr(slurm, "_words", lambda cmd: "1: lo    inet 127.0.0.1/8 scope host lo".split())
+    assert slurm.node_ip(multi_node=False) == "127.0.0.1"
+    with pytest.raises(SystemExit, match="GRU_SWEEP_NODE_IFACE=lo has no usable IPv4"):
+        slurm.node_ip(multi_node=True)
+
+
 def _opt(cmd: list[str], name: str) -> str | None:
     values = [c.split("=", 1)[1] for c in cmd if c.startswith(name + "=")]
     assert len(values) <= 1, cmd
