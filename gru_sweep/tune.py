@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import shlex
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,7 +57,7 @@ def run_sweep(cfg: DictConfig) -> Path:
     scheduler = build_scheduler(sweep.scheduler, base["trainer"]["max_steps"], base["trainer"]["val_check_interval"])
     spec = TrialSpec(sweep_name=sweep.name, sweep_dir=str(sweep_dir), base=base, group_nodes=group_nodes,
                      metric=sweep.metric, need_tokens=sweep.scheduler.time_attr == "tokens")
-    resume_hint = " ".join([*_overrides_without_resume(), "sweep.resume=true", f"sweep.dir={sweep_dir}"])
+    resume_hint = shlex.join([*_overrides_without_resume(), "sweep.resume=true", f"sweep.dir={sweep_dir}"])
     print(f"sweep {sweep.name}: {sweep_dir}\n  resume with: python -m gru_sweep {resume_hint}", flush=True)
 
     with _ray(ray_cfg):
