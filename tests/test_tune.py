@@ -149,6 +149,15 @@ def test_grid_sweep_summary_matches_a_single_run(env, tmp_path):
     assert (sweep_dir / "report.html").exists()
 
 
+def test_unknown_axis_fails_before_anything_runs(env, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    proc = subprocess.run(env.cmd(sweep_dir, "sweep.name=typo", "++sweep.axes={data.seq_lenn:{grid:[5,10]}}"),
+                          env=env.vars, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "sweep.axes.data.seq_lenn=[5, 10]: 'data.seq_lenn' is not a key" in proc.stderr
+    assert not sweep_dir.exists()
+
+
 def test_diverged_trial_is_reported_and_a_killed_trial_resumes(env, tmp_path):
     """lr=1e30 diverges (status 'diverged', the sweep goes on); the other trial's process is
     SIGKILLed after its first checkpoint and Ray retries it from there, not from step 0."""
