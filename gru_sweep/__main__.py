@@ -8,7 +8,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from gru_sweep.errors import ConfigError
+from gru_sweep.errors import ConfigError, SweepInterrupted
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -30,6 +30,9 @@ def main(cfg: DictConfig) -> None:
             out_dir.rmdir()  # leave nothing behind that looks like a result
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except SweepInterrupted as stopped:  # Ctrl-C: the summary is written; say how to resume
+        print(stopped, file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -33,3 +33,7 @@ def require_range(key: str, value: Any, low: float, high: float) -> None:
     """Closed interval [low, high]."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise ConfigError(key, value, f"must be a number in [{low}, {high}]")
+
+
+class SweepInterrupted(RuntimeError):
+    """A sweep stopped before every trial finished (its summary marks them 'unfinished')."""

@@ -34,7 +34,7 @@ class SequenceModel(pl.LightningModule):
         self.cell = build_cell(run.cell, cell_input)
         generator = torch.Generator().manual_seed(run.seed)
         apply_gate_init(self.cell, run.gate_init, generator=generator)
-        self.readout = nn.Linear(run.cell.hidden_size, task.output_size)
+        self.readout = nn.Linear(self.cell.hidden_size, task.output_size)
 
     # -- the three pieces the probe reuses ------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:

@@ -101,7 +101,7 @@ def train_run(cfg: DictConfig, run_dir: Path, extra_callbacks=()) -> RunResult:
             final["train/loss"] = float("nan")
 
     result = RunResult(status, final, run_dir, steps=trainer.global_step, baseline=dict(task.baseline))
-    _write_summary(run, task, result)
+    _write_summary(run, task, model, result)
     _write_figures(run_dir, trainer.loggers)
     _print_summary(result, monitor)
     for logger in trainer.loggers:
@@ -153,7 +153,7 @@ def _stage_metrics(results: list[dict]) -> dict[str, float]:
     return {k: float(v) for k, v in (results[0] if results else {}).items()}
 
 
-def _write_summary(run: RunConfig, task, result: RunResult) -> None:
+def _write_summary(run: RunConfig, task, model: SequenceModel, result: RunResult) -> None:
     summary = {
         "status": result.status,
         "task": run.data.name,
@@ -161,6 +161,8 @@ def _write_summary(run: RunConfig, task, result: RunResult) -> None:
         "gate_init": run.gate_init.scheme,
         "seq_len": run.data.seq_len,
         "seed": run.seed,
+        "hidden_size": model.cell.hidden_size,
+        "cell_params": sum(p.numel() for p in model.cell.parameters()),
         "monitor": f"val/{task.monitor}",
         "final": {k: (v if math.isfinite(v) else None) for k, v in result.final.items()},
         "baseline": result.baseline,

@@ -103,6 +103,9 @@ class SweepConfig:
     max_failures: int = 2  # retries of a crashed trial, each from its last checkpoint
     dir: Optional[str] = None  # null: the Hydra run directory
     resume: bool = False
+    # true: grid points whose config is invalid (e.g. chrono on a vanilla RNN) become 'skipped'
+    # rows instead of stopping the sweep before it starts.
+    skip_invalid: bool = False
 
     def __post_init__(self):
         if not self.name or self.name in ("none", "base"):

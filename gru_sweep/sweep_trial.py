@@ -24,7 +24,7 @@ from ray import tune
 
 from gru_sweep.sweep_space import axis_tags, trial_config, trial_name
 
-FINISHED = ("completed", "diverged")
+FINISHED = ("completed", "diverged", "skipped")
 
 
 @dataclass
@@ -37,6 +37,7 @@ class TrialSpec:
     group_nodes: dict  # {group key: {option: node}}
     metric: str
     need_tokens: bool  # the scheduler counts time in train/tokens
+    skip_invalid: bool = False  # an invalid config ends the trial as 'skipped', not as an error
 
 
 def placement() -> dict[str, Any]:
@@ -127,7 +128,18 @@ def run_trial(config: dict, spec: TrialSpec) -> None:
     OmegaConf.update(cfg, "logger.tags", axis_tags(values) + ([f"rep={rep}"] if rep is not None else []),
                      force_add=True)
     OmegaConf.update(cfg, "logger.run_name", name, force_add=True)
+    # Tune prints the trials' progress; per-trial progress bars would interleave in the driver's log.
+    OmegaConf.update(cfg, "trainer.enable_progress_bar", False, force_add=True)
     OmegaConf.resolve(cfg)
+    if spec.skip_invalid:
+        from gru_sweep.config import validate
+        from gru_sweep.errors import ConfigError
+
+        try:
+            validate(cfg)
+        except ConfigError as err:
+            tune.report({"status": "skipped", "step": 0, "error": str(err), spec.metric: math.nan})
+            return
 
     where = placement()
     log = TrialLog(run_dir / "trial.json")

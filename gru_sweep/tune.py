@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
-from gru_sweep.errors import ConfigError
+from gru_sweep.errors import ConfigError, SweepInterrupted
 from gru_sweep.sweep_config import RayConfig, SweepConfig, load_group
 from gru_sweep.sweep_scheduler import build_scheduler
 from gru_sweep.sweep_space import (check_axes, compose_group_nodes, freeze_resolvers, param_space, trial_config,
@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 
 RAY_EXPERIMENT = "ray"  # Ray's experiment directory inside the sweep directory
 SPEC_FILE = "sweep.yaml"  # the driver's frozen trial base and group nodes
-
-
-class SweepInterrupted(RuntimeError):
-    """The sweep stopped before every trial finished (its summary marks them 'unfinished')."""
 
 
 def run_sweep(cfg: DictConfig) -> Path:
@@ -56,7 +52,8 @@ def run_sweep(cfg: DictConfig) -> Path:
         base, group_nodes = _freeze(cfg, sweep, sweep_dir)
     scheduler = build_scheduler(sweep.scheduler, base["trainer"]["max_steps"], base["trainer"]["val_check_interval"])
     spec = TrialSpec(sweep_name=sweep.name, sweep_dir=str(sweep_dir), base=base, group_nodes=group_nodes,
-                     metric=sweep.metric, need_tokens=sweep.scheduler.time_attr == "tokens")
+                     metric=sweep.metric, need_tokens=sweep.scheduler.time_attr == "tokens",
+                     skip_invalid=sweep.skip_invalid)
     resume_hint = shlex.join([*_overrides_without_resume(), "sweep.resume=true", f"sweep.dir={sweep_dir}"])
     print(f"sweep {sweep.name}: {sweep_dir}\n  resume with: python -m gru_sweep {resume_hint}", flush=True)
 
@@ -139,18 +136,31 @@ def _check_scheduler(sweep: SweepConfig, base: dict) -> None:
 
 
 def _check_trials(base: dict, group_nodes: dict, sweep: SweepConfig) -> None:
-    """Validate every grid point's config before any trial starts (random axes at their low end)."""
+    """Validate every grid point's config before any trial starts (random axes at their low end).
+
+    With sweep.skip_invalid the invalid points are listed (their trials end as 'skipped');
+    otherwise the first one stops the sweep.
+    """
     from gru_sweep.config import validate
 
     keys = [a.key for a in sweep.axis_list]
-    for combo in itertools.product(*[a.values[:1] if a.is_random else a.values for a in sweep.axis_list]):
+    combos = list(itertools.product(*[a.values[:1] if a.is_random else a.values for a in sweep.axis_list]))
+    invalid = []
+    for combo in combos:
         values = dict(zip(keys, combo))
         cfg = trial_config(base, group_nodes, values)
         try:
             OmegaConf.resolve(cfg)
             validate(cfg)
         except ConfigError as err:
-            raise ConfigError(err.key, err.value, f"{err.expected} (in trial {trial_name(values)})") from None
+            if not sweep.skip_invalid:
+                raise ConfigError(err.key, err.value, f"{err.expected} (in trial {trial_name(values)})") from None
+            invalid.append(f"{trial_name(values)}: {err}")
+    if len(invalid) == len(combos):
+        raise ConfigError("sweep.axes", dict(sweep.axes), "no grid point is a valid config:\n  " + "\n  ".join(invalid))
+    if invalid:
+        print(f"skipping {len(invalid)} invalid grid point(s) (sweep.skip_invalid=true):\n  " + "\n  ".join(invalid),
+              flush=True)
 
 
 @contextmanager

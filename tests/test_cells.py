@@ -239,3 +239,23 @@ def test_cell_yaml_loads_into_schema(file):
     assert cfg.name == expected_name
     assert cfg.nonlinearity == ("relu" if file == "irnn" else "tanh")
     assert set(p.stem for p in (CONF / "cell").glob("*.yaml")) >= set(CELL_NAMES)
+
+
+@pytest.mark.parametrize("name", ["custom_gru", "cudnn_gru", "lstm", "rnn"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_param_budget_picks_the_largest_hidden_size_that_fits(name, num_layers):
+    from gru_sweep.cells.cell import hidden_size_for
+
+    budget = 20_000
+    cfg = CellConfig(name=name, num_layers=num_layers, param_budget=budget)
+    cell = build_cell(cfg, input_size=10)
+    counted = sum(p.numel() for p in cell.parameters())  # independent of the closed-form count
+    assert counted <= budget
+    bigger = CellConfig(name=name, num_layers=num_layers, hidden_size=cell.hidden_size + 1)
+    assert sum(p.numel() for p in build_cell(bigger, input_size=10).parameters()) > budget
+    assert hidden_size_for(cfg, 10) == cell.hidden_size
+
+
+def test_param_budget_too_small_names_the_key():
+    with pytest.raises(ConfigError, match="cell.param_budget"):
+        build_cell(CellConfig(name="lstm", param_budget=10), input_size=10)

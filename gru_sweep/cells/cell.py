@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from torch import Tensor, nn
 
@@ -16,6 +17,7 @@ from gru_sweep.errors import ConfigError, require_choice, require_positive, requ
 CELL_NAMES = ("custom_gru", "cudnn_gru", "lstm", "rnn")
 NONLINEARITIES = ("tanh", "relu")
 _KIND = {"custom_gru": "gru", "cudnn_gru": "gru", "lstm": "lstm", "rnn": "rnn"}
+_GATES = {"gru": 3, "lstm": 4, "rnn": 1}  # weight blocks per layer
 
 
 def _require_positive_int(key: str, value) -> None:
@@ -33,10 +35,15 @@ class CellConfig:
     num_layers: int = 1
     dropout: float = 0.0
     nonlinearity: str = "tanh"
+    # Set: hidden_size is the largest whose recurrent parameters fit this many (cells compared
+    # at equal parameter count, e.g. GRU vs LSTM vs RNN); hidden_size is then ignored.
+    param_budget: Optional[int] = None
 
     def __post_init__(self):
         require_choice("name", self.name, CELL_NAMES)
         _require_positive_int("hidden_size", self.hidden_size)
+        if self.param_budget is not None:
+            _require_positive_int("param_budget", self.param_budget)
         _require_positive_int("num_layers", self.num_layers)
         require_range("dropout", self.dropout, 0.0, 1.0)
         require_choice("nonlinearity", self.nonlinearity, NONLINEARITIES)
@@ -72,10 +79,29 @@ class RecurrentCell(nn.Module):
         return f"name={self.name}, kind={self.kind}"
 
 
+def recurrent_params(name: str, input_size: int, hidden_size: int, num_layers: int = 1) -> int:
+    """Parameters of the recurrent module: per layer g*H*(in + H) weights and 2*g*H biases."""
+    g = _GATES[_KIND[name]]
+    return sum(g * hidden_size * ((input_size if k == 0 else hidden_size) + hidden_size + 2) for k in range(num_layers))
+
+
+def hidden_size_for(cfg: CellConfig, input_size: int) -> int:
+    """cfg.hidden_size, or the largest size within cfg.param_budget."""
+    if cfg.param_budget is None:
+        return cfg.hidden_size
+    size = 0
+    while recurrent_params(cfg.name, input_size, size + 1, cfg.num_layers) <= cfg.param_budget:
+        size += 1
+    if size == 0:
+        raise ConfigError("cell.param_budget", cfg.param_budget,
+                          f"too small for one {cfg.name} unit ({recurrent_params(cfg.name, input_size, 1, cfg.num_layers)} parameters)")
+    return size
+
+
 def build_cell(cfg: CellConfig, input_size: int) -> RecurrentCell:
     """Build the cell ``cfg.name`` for per-step inputs of size ``input_size``."""
     _require_positive_int("input_size", input_size)
-    args = (input_size, cfg.hidden_size, cfg.num_layers)
+    args = (input_size, hidden_size_for(cfg, input_size), cfg.num_layers)
     kwargs = {"batch_first": True, "dropout": cfg.dropout}
     if cfg.name == "custom_gru":
         rnn = CustomGRU(*args, **kwargs)
