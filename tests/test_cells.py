@@ -14,12 +14,7 @@ from gru_sweep.errors import ConfigError
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pair(num_layers, batch_first=False, dtype=torch.float32, seed=0, input_size=5, hidden=8, bias=True):

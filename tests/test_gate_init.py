@@ -15,12 +15,7 @@ KEEP = {"custom_gru": "z", "cudnn_gru": "z", "lstm": "f"}
 ROW = {"r": 0, "z": 1, "i": 0, "f": 1, "o": 3}  # PyTorch's packed gate order
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def init(name, scheme, hidden=64, layers=2, seed=0, nonlinearity="tanh", **kwargs):

@@ -7,12 +7,7 @@ from gru_sweep.cells import CellConfig, CustomGRU, Unrolled, build_cell, unroll
 from gru_sweep.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(kind, input_size=4, hidden=6, layers=2, batch_first=True, dtype=torch.float32, seed=0):
