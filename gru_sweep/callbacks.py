@@ -11,7 +11,8 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 
 from gru_sweep.config import ProbeConfig
-from gru_sweep.probe import ProbeResult, gradient_horizon, log10_first_last_ratio, probe
+from gru_sweep.plots import fit_decay
+from gru_sweep.probe import ProbeResult, log10_first_last_ratio, probe
 
 GRADNORM_COLUMNS = ["step", "layer", "t", "grad_norm", "cell_grad_norm"]
 GATE_COLUMNS = [f"{g}_{s}" for g in ("z", "r", "i", "f", "o") for s in ("mean", "hi", "lo")]
@@ -63,14 +64,16 @@ class GradNormProbe(pl.Callback):
         x, y = self.batch
         result = probe(pl_module.cell, pl_module.encode(x), lambda out: pl_module.task.loss(pl_module.head(out), y))
         self._append_rows(step, result)
-        last = result.h_norms[-1]
+        last = result.h_norms[-1]  # the top layer, which the readout sees
+        fit = fit_decay(np.arange(len(last)), last.numpy(), self.cfg.horizon_fraction)
         scalars = {
             "probe/log10_first_last": log10_first_last_ratio(last),
-            "probe/horizon": float(gradient_horizon(last, self.cfg.horizon_fraction)),
+            "probe/horizon": fit.horizon,        # nan while the norm never falls that low
+            "probe/decay_per_step": fit.slope,   # d ln||dL/dh_t|| / d(distance from the end)
         }
-        if all(math.isfinite(v) for v in scalars.values()):
-            for logger in trainer.loggers:
-                logger.log_metrics(scalars, step=step)
+        scalars = {k: v for k, v in scalars.items() if math.isfinite(v)}
+        for logger in trainer.loggers:
+            logger.log_metrics(scalars, step=step)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_table("probe/gradnorm", columns=["step", "layer", "t", "grad_norm"],

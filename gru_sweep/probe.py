@@ -70,14 +70,3 @@ def log10_first_last_ratio(norms: Tensor) -> float:
     if first <= 0 or last <= 0:
         return float("-inf") if first <= 0 else float("inf")
     return float(torch.log10(torch.tensor(first / last)))
-
-
-def gradient_horizon(norms: Tensor, fraction: float) -> int:
-    """Distance from the last step at which the curve first falls below `fraction` x its maximum.
-
-    Walking back from t = T, the number of steps d such that norms[T-1-d] is the first value below
-    the threshold; T when the curve never falls that low (the gradient reaches the first step).
-    """
-    threshold = fraction * float(norms.max())
-    below = (norms.flip(0) < threshold).nonzero()
-    return int(below[0]) if len(below) else len(norms)
