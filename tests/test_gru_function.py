@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from gru_sweep.cells.gru_function import GRULayerFunction, gru_recurrence
+from gru_sweep.cells.gru_function import gru_recurrence
 
 
 @pytest.fixture(autouse=True)
@@ -74,8 +74,23 @@ def test_last_step_is_h_n_and_gradient_flows_to_h0():
 def test_double_backward_raises():
     xp = torch.randn(3, 2, 6, dtype=torch.float64, requires_grad=True)
     w = torch.randn(6, 2, dtype=torch.float64, requires_grad=True)
-    out = GRULayerFunction.apply(xp, torch.zeros(2, 2, dtype=torch.float64), w, None)
+    out = gru_recurrence(xp, torch.zeros(2, 2, dtype=torch.float64), w, None)
     # (out**2): the incoming gradient 2*out depends on w, so d(grad)/dw is really asked for.
     (g,) = torch.autograd.grad(out.pow(2).sum(), w, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
         g.sum().backward()
+
+
+def test_xp_is_consumed_safely():
+    # A leaf keeps its values (it is copied); a temporary is overwritten, and a graph node that
+    # saved the temporary notices (version counter) instead of silently using the gates.
+    w, h0 = torch.randn(6, 2, requires_grad=True), torch.zeros(3, 2)
+    leaf = torch.randn(4, 3, 6, requires_grad=True)
+    before = leaf.detach().clone()
+    gru_recurrence(leaf, h0, w, None).sum().backward()
+    assert torch.equal(leaf.detach(), before) and leaf.grad is not None
+
+    xp = leaf.exp()  # exp's backward needs its output
+    out = gru_recurrence(xp, h0, w, None)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()

@@ -17,6 +17,7 @@ def gru_layer(xp: Tensor, h0: Tensor, w_hh: Tensor, b_hh: Tensor | None) -> tupl
     Args:
         xp: ``[T, B, 3H]`` input projections of every step, ``x_t W_ih^T + b_ih``, time-major,
             gate order r, z, n (computed by the caller in one matmul over all steps).
+            Consumed: its memory is reused for the gates, so do not use it afterwards.
         h0: ``[B, H]`` initial hidden state.
         w_hh: ``[3H, H]`` recurrent weights, gate order r, z, n.
         b_hh: ``[3H]`` recurrent bias, or ``None`` for a layer without bias.
