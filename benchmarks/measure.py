@@ -1,6 +1,7 @@
 """Timing, peak memory, FLOP counts and linear fits: the instruments the sections share."""
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -79,18 +80,21 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int:
 
 
 def linear_fit(xs: list[float], ys: list[float]) -> dict[str, float]:
-    """Least-squares y = a + b x: slope, intercept, R^2 and the largest relative residual."""
+    """Least-squares y = a + b x (slope, intercept, R^2), and the exponent k of y ~ x^k.
+
+    R^2 alone flatters: a curve bending upwards still fits a line well over a wide range. The
+    log-log slope k says it directly: 1 is linear, 2 quadratic (a per-step cost growing with T).
+    """
+    slope, intercept, r2 = _least_squares(xs, ys)
+    exponent = _least_squares([math.log(x) for x in xs], [math.log(y) for y in ys])[0]
+    return {"slope": slope, "intercept": intercept, "r2": r2, "exponent": exponent}
+
+
+def _least_squares(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
     n = len(xs)
     mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
     intercept = my - slope * mx
-    fitted = [intercept + slope * x for x in xs]
-    ss_res = sum((y - f) ** 2 for y, f in zip(ys, fitted))
+    ss_res = sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys))
     ss_tot = sum((y - my) ** 2 for y in ys)
-    return {
-        "slope": slope,
-        "intercept": intercept,
-        "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0,
-        "max_rel_residual": max(abs(y - f) / abs(y) for y, f in zip(ys, fitted) if y),
-    }
+    return slope, intercept, 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0

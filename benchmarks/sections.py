@@ -92,8 +92,11 @@ def scaling(device: torch.device, seq_lens: list[int], repeats: int, warmup: int
         row = {"T": T}
         for name in names:
             row[f"{name} ms"] = 1e3 * statistics.median(times[name])
-            row[f"{name} MiB"] = peak_memory_bytes(steps[name], device) / MIB
+        for name in names:
+            row[f"{name} us/step"] = 1e3 * row[f"{name} ms"] / T
         row["time ratio"] = row["CustomGRU ms"] / row[f"{REFERENCE} ms"]
+        for name in names:
+            row[f"{name} MiB"] = peak_memory_bytes(steps[name], device) / MIB
         row["memory ratio"] = row["CustomGRU MiB"] / row[f"{REFERENCE} MiB"]
         rows.append(row)
     fits = {
