@@ -2,10 +2,13 @@
 
 Reads the run directories of a long-copy sweep (study 1) and writes, next to this file:
   decay_rates.csv      per trial: cell, gate init, T, fitted decay per step and horizon at the
-                       first probe (initialisation) and at the last one (after training)
+                       first probe (initialisation) and at the last one (after training), and the
+                       mean keep gate (GRU z, LSTM f) at initialisation with ln of it: DESIGN.md's
+                       prediction that the gradient decays roughly like the product of z
   custom_vs_cudnn.csv  the largest relative difference between the custom GRU's and the cuDNN GRU's
                        curves for the same seed, init and T (same weights at step 0)
-  curves_at_init.png   ||dL/dh_t|| at initialisation for each cell and gate init, one panel per T
+  curves.png   ||dL/dh_t|| at initialisation and after training, one panel per cell,
+                       one colour per gate init
 Usage: python experiments/gradient_horizon/analyze.py SWEEP_DIR
 """
 from __future__ import annotations
@@ -20,8 +23,8 @@ from matplotlib.figure import Figure
 from gru_sweep.plots import Curve, fit_decay, plot_gradnorm_curves, read_gradnorms, read_summary, save_figure
 
 HERE = Path(__file__).resolve().parent
-STYLE = {"default": "-", "gate_bias": "--", "chrono": ":"}
-COLOR = {"custom_gru": "tab:blue", "cudnn_gru": "tab:cyan", "lstm": "tab:red", "rnn": "tab:gray"}
+COLOR = {"default": "tab:gray", "gate_bias": "tab:orange", "chrono": "tab:green", "uniform": "tab:purple",
+         "orthogonal": "tab:blue", "identity": "tab:brown"}
 
 
 def load(sweep_dir: Path) -> list[tuple[dict, pd.DataFrame]]:
@@ -46,7 +49,13 @@ def decay_table(runs) -> pd.DataFrame:
             fit = fit_decay(c.t, c.grad_norm)
             row[f"{label}_decay_per_step"] = fit.slope
             row[f"{label}_horizon"] = fit.horizon
-            row[f"{label}_log10_first_over_peak"] = np.log10(c.grad_norm.iloc[0] / c.grad_norm.max())
+            with np.errstate(divide="ignore"):  # an underflow to 0 is -inf decades: say so
+                row[f"{label}_log10_first_over_peak"] = np.log10(c.grad_norm.iloc[0] / c.grad_norm.max())
+        keep = {"lstm": "f_mean"}.get(summary["cell"], "z_mean")
+        at_init = curve(grads, grads.step.min())
+        if keep in at_init and at_init[keep].notna().any():
+            row["init_keep_gate_mean"] = at_init[keep].mean()
+            row["ln_keep_gate_mean"] = np.log(row["init_keep_gate_mean"])
         rows.append(row)
     return pd.DataFrame(rows).sort_values(["T", "cell", "gate_init"])
 
@@ -60,23 +69,29 @@ def custom_vs_cudnn(runs) -> pd.DataFrame:
             continue
         for label, step in (("init", 0), ("trained", custom.step.max())):
             a, b = curve(custom, step).grad_norm.to_numpy(), curve(cudnn, step).grad_norm.to_numpy()
+            # relative to the curve's peak: entries that underflow to 0 in both count as equal
             rows.append({"gate_init": init, "T": T, "probe": label,
-                         "max_rel_diff": float(np.max(np.abs(a - b) / np.abs(b)))})
+                         "max_diff_over_peak": float(np.max(np.abs(a - b)) / np.max(np.abs(b)))})
     return pd.DataFrame(rows)
 
 
 def figure(runs) -> Figure:
-    lengths = sorted({s["seq_len"] for s, _ in runs})
-    fig = Figure(figsize=(4.2 * len(lengths), 3.6))
-    for i, T in enumerate(lengths):
-        ax = fig.add_subplot(1, len(lengths), i + 1)
-        curves = [Curve(curve(g, 0).t.to_numpy(), curve(g, 0).grad_norm.to_numpy(),
-                        label=f"{s['cell']} {s['gate_init']}", color=COLOR.get(s["cell"]),
-                        linestyle=STYLE.get(s["gate_init"], "-"))
-                  for s, g in runs if s["seq_len"] == T and s["cell"] != "cudnn_gru"]
-        plot_gradnorm_curves(ax, curves, title=f"T = {T}, at initialisation")
-        ax.set_ylabel("||dL/dh_t||")
-    fig.axes[0].legend(fontsize=7)
+    """Solid: at initialisation; dashed: after training. The cuDNN GRU is left out (same curves)."""
+    cells = [c for c in ("custom_gru", "lstm", "rnn") if any(s["cell"] == c for s, _ in runs)]
+    fig = Figure(figsize=(4.5 * len(cells), 3.8))
+    for i, cell in enumerate(cells):
+        ax = fig.add_subplot(1, len(cells), i + 1)
+        curves = []
+        for s, g in runs:
+            if s["cell"] != cell:
+                continue
+            for step, style in ((g.step.min(), "-"), (g.step.max(), "--")):
+                c = curve(g, step)
+                curves.append(Curve(c.t.to_numpy(), c.grad_norm.to_numpy(), color=COLOR.get(s["gate_init"]),
+                                    linestyle=style, label=s["gate_init"] if style == "-" else None))
+        plot_gradnorm_curves(ax, curves, title=f"{cell}, T = {runs[0][0]['seq_len']}")
+        ax.set_ylabel("||dL/dh_t||  (solid: init, dashed: trained)")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -85,8 +100,8 @@ def main(sweep_dir: str) -> None:
     runs = load(Path(sweep_dir))
     decay_table(runs).to_csv(HERE / "decay_rates.csv", index=False, float_format="%.5g")
     custom_vs_cudnn(runs).to_csv(HERE / "custom_vs_cudnn.csv", index=False, float_format="%.3g")
-    save_figure(figure(runs), HERE / "curves_at_init.png")
-    print(f"wrote decay_rates.csv, custom_vs_cudnn.csv, curves_at_init.png to {HERE}")
+    save_figure(figure(runs), HERE / "curves.png")
+    print(f"wrote decay_rates.csv, custom_vs_cudnn.csv, curves.png to {HERE}")
 
 
 if __name__ == "__main__":
