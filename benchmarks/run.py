@@ -66,6 +66,8 @@ def environment(device: torch.device) -> dict:
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
         env["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        # cuDNN's RNN may use TF32 tensor cores while CustomGRU's matmuls (cuBLAS) may not.
+        env["tf32"] = {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32}
     if hasattr(os, "getloadavg"):
         env["loadavg_start"] = os.getloadavg()[0]
     return env

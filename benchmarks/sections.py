@@ -96,6 +96,7 @@ def scaling(device: torch.device, seq_lens: list[int], repeats: int, warmup: int
             row[f"{name} us/step"] = 1e3 * row[f"{name} ms"] / T
         row["time ratio"] = row["CustomGRU ms"] / row[f"{REFERENCE} ms"]
         for name in names:
+            models[name].zero_grad(set_to_none=True)  # measure from a state without gradients
             row[f"{name} MiB"] = peak_memory_bytes(steps[name], device) / MIB
         row["memory ratio"] = row["CustomGRU MiB"] / row[f"{REFERENCE} MiB"]
         rows.append(row)
