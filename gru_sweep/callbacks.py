@@ -31,6 +31,35 @@ class DivergenceGuard(pl.Callback):
             trainer.should_stop = True
 
 
+def drop_rows_from(path: Path, step: int) -> None:
+    """Remove the rows of a step-indexed CSV (column 'step') at or after `step`.
+
+    A resumed run restarts at its checkpoint's step: rows logged after that checkpoint by the
+    interrupted run would otherwise appear twice.
+    """
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    column = rows[0].index("step")
+    kept = [rows[0]] + [r for r in rows[1:] if r[column] == "" or float(r[column]) < step]
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(kept)
+
+
+class KeepMetricsHistory(pl.Callback):
+    """On a resume, keep metrics.csv up to the checkpoint and drop what the lost steps logged."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_start(self, trainer, pl_module):
+        # The checkpoint is written after the validation at its step, so that row stays.
+        drop_rows_from(self.path, trainer.global_step + 1)
+
+
 class GradNormProbe(pl.Callback):
     """Every `every_n_steps` (and at step 0 and the end) measure ||dL/dh_t|| on a fixed batch.
 
@@ -46,7 +75,7 @@ class GradNormProbe(pl.Callback):
     def on_train_start(self, trainer, pl_module):
         x, y = pl_module.task.probe_batch(self.cfg.batch_size)
         self.batch = (x.to(pl_module.device), y.to(pl_module.device))
-        self._drop_rows_from(trainer.global_step)  # a resumed run re-measures from its checkpoint
+        drop_rows_from(self.path, trainer.global_step)  # a resumed run re-measures from its checkpoint
         self._measure(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -91,15 +120,6 @@ class GradNormProbe(pl.Callback):
                     cell = "" if result.c_norms is None else float(result.c_norms[layer, t])
                     gates = [_cell(result.gate_stats.get(c), layer, t) for c in GATE_COLUMNS]
                     writer.writerow([step, layer, t, float(result.h_norms[layer, t]), cell, *gates])
-
-    def _drop_rows_from(self, step: int) -> None:
-        if not self.path.exists():
-            return
-        with self.path.open(newline="") as f:
-            rows = list(csv.reader(f))
-        kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) < step]
-        with self.path.open("w", newline="") as f:
-            csv.writer(f).writerows(kept)
 
     def _table_rows(self, step: int, h_norms: torch.Tensor) -> list[list]:
         """At most ~max_wandb_points rows; long T keeps steps log-spaced in distance from the end."""

@@ -73,7 +73,8 @@ class TrainerConfig:
         require_positive("max_steps", self.max_steps)
         require_positive("val_check_interval", self.val_check_interval)
         require_choice("accelerator", self.accelerator, ("auto", "cpu", "gpu", "cuda"))
-        require_choice("precision", self.precision, ("32-true", "64-true", "16-mixed", "bf16-mixed"))
+        # Mixed precision is not supported yet: the custom GRU's recurrence and the probe assume one dtype.
+        require_choice("precision", self.precision, ("32-true", "64-true"))
         require_choice("deterministic", str(self.deterministic).lower(), ("true", "false", "warn"))
         require_positive("log_every_n_steps", self.log_every_n_steps)
         if self.num_threads is not None:
@@ -139,6 +140,9 @@ _GROUP_SCHEMAS = {
 }
 
 
+_TOP_LEVEL = {*_GROUP_SCHEMAS, "data", "seed", "experiment_name", "sweep", "ray"}
+
+
 def _merge_into(schema: type, node: Any, group: str) -> Any:
     """Merge one config group into its schema dataclass; any failure becomes a ConfigError."""
     try:
@@ -167,6 +171,10 @@ def validate(cfg: DictConfig) -> RunConfig:
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     except OmegaConfBaseException as err:
         raise ConfigError(str(err.full_key), None, str(err).splitlines()[0]) from None
+    unknown = set(cfg) - _TOP_LEVEL
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(key, cfg[key], "unknown top-level key; valid keys: " + ", ".join(sorted(_TOP_LEVEL)))
     groups = {}
     for group, schema in _GROUP_SCHEMAS.items():
         groups[group] = _merge_into(schema, cfg.get(group) or {}, group)

@@ -39,7 +39,7 @@ class SequenceModel(pl.LightningModule):
     # -- the three pieces the probe reuses ------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
         if self.task.vocab_size is None:
-            return x
+            return x.to(self.readout.weight.dtype)  # float tasks: follow the model's precision
         if self.embed is not None:
             return self.embed(x)
         return F.one_hot(x, self.task.vocab_size).to(self.readout.weight.dtype)

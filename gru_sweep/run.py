@@ -5,10 +5,8 @@ This is the single training path: a sweep trial calls `train_run` exactly as the
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
-import secrets
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,15 +16,15 @@ import torch
 import yaml
 from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig
 
-from gru_sweep.callbacks import DivergenceGuard, GradNormProbe
+from gru_sweep.callbacks import DivergenceGuard, GradNormProbe, KeepMetricsHistory
 from gru_sweep.config import RunConfig, to_container, validate
+from gru_sweep.errors import ConfigError
+from gru_sweep.loggers import build_loggers
 from gru_sweep.model import SequenceModel
 from gru_sweep.tasks import build_task
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,6 +41,9 @@ def train_run(cfg: DictConfig, run_dir: Path, extra_callbacks=()) -> RunResult:
     run = validate(cfg)  # before anything touches the disk
     container = to_container(run)
     run_dir = Path(run_dir)
+    resume_from = run_dir / "checkpoints" / "last.ckpt"
+    if resume_from.exists():
+        _check_same_config(run_dir / "config.yaml", container)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(container, sort_keys=False))
 
@@ -52,13 +53,11 @@ def train_run(cfg: DictConfig, run_dir: Path, extra_callbacks=()) -> RunResult:
     task = build_task(run.data, seed=run.seed)
     model = SequenceModel(run, task, hparams=container)
 
-    ckpt_dir = run_dir / "checkpoints"
-    resume_from = ckpt_dir / "last.ckpt"
     monitor = f"val/{task.monitor}"
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=task.mode,
+    checkpoint = ModelCheckpoint(dirpath=resume_from.parent, filename="best", monitor=monitor, mode=task.mode,
                                  save_last=True, enable_version_counter=False)
     guard = DivergenceGuard()
-    callbacks = [checkpoint, guard, *extra_callbacks]
+    callbacks = [checkpoint, guard, KeepMetricsHistory(run_dir / "metrics.csv"), *extra_callbacks]
     if run.probe.enabled:
         callbacks.append(GradNormProbe(run.probe, run_dir / "gradnorms.csv"))
 
@@ -79,22 +78,23 @@ def train_run(cfg: DictConfig, run_dir: Path, extra_callbacks=()) -> RunResult:
         # Ray, not Lightning, owns the cluster: a plain environment stops Lightning from reading
         # SLURM_* variables inside a trial and installing its SLURM signal handlers.
         plugins=[LightningEnvironment()],
-        logger=_loggers(run, run_dir, container) or False,
+        logger=build_loggers(run, run_dir, container) or False,
         callbacks=callbacks,
         default_root_dir=run_dir,
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
-        # CSVLogger appends to an existing metrics.csv (a resume); its warning says otherwise.
-        warnings.filterwarnings("ignore", message=".*Previous log files in this directory will be deleted.*")
         warnings.filterwarnings("ignore", message=".*The `srun` command is available.*")
         trainer.fit(model, datamodule=task, ckpt_path=resume_from if resume_from.exists() else None)
 
         status = "diverged" if guard.diverged_at is not None else "completed"
         final: dict[str, float] = {}
         if status == "completed":
-            final.update(_stage_metrics(trainer.validate(model, datamodule=task, verbose=False)))
+            if trainer.global_step % run.trainer.val_check_interval == 0:  # fit ended on a validation
+                final.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+            if not final:
+                final.update(_stage_metrics(trainer.validate(model, datamodule=task, verbose=False)))
             if getattr(task, "has_test", False):
                 final.update(_stage_metrics(trainer.test(model, datamodule=task, verbose=False)))
         else:
@@ -111,42 +111,34 @@ def train_run(cfg: DictConfig, run_dir: Path, extra_callbacks=()) -> RunResult:
     return result
 
 
+# What a resumed run may change: how long it trains and how it reports, not what it trains.
+_RESUMABLE = ("trainer.max_steps", "trainer.enable_progress_bar", "trainer.num_threads",
+              "trainer.log_every_n_steps", "trainer.val_check_interval", "logger.", "probe.")
+
+
+def _check_same_config(path: Path, container: dict) -> None:
+    """A resume must train the model its checkpoint holds: refuse a changed setting by name."""
+    if not path.exists():
+        return
+    old, new = _flatten(yaml.safe_load(path.read_text())), _flatten(container)
+    for key in sorted(set(old) | set(new)):
+        if not key.startswith(_RESUMABLE) and old.get(key) != new.get(key):
+            raise ConfigError(key, new.get(key), f"differs from {old.get(key)!r} in the checkpoint of {path.parent}; "
+                                                 "resume with the same value or use a new run directory")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _deterministic(value: str):
     return {"true": True, "false": False}.get(str(value).lower(), "warn")
-
-
-def _loggers(run: RunConfig, run_dir: Path, container: dict) -> list[Logger]:
-    if run.logger.name == "none":
-        return []
-    loggers: list[Logger] = [CSVLogger(save_dir=run_dir, name="", version="")]
-    if run.logger.name == "wandb" and run.logger.mode != "disabled":
-        wandb_logger = _wandb_logger(run, run_dir, container)
-        if wandb_logger is not None:
-            loggers.append(wandb_logger)
-    return loggers
-
-
-def _wandb_logger(run: RunConfig, run_dir: Path, container: dict) -> WandbLogger | None:
-    """A W&B logger resuming the run's own W&B id; None (with a warning) if W&B cannot start."""
-    import wandb
-
-    id_file = run_dir / "wandb_run_id"
-    run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
-    id_file.write_text(run_id)
-    tags = list(run.logger.tags) or [f"cell={run.cell.name}", f"gate_init={run.gate_init.scheme}",
-                                     f"seq_len={run.data.seq_len}", f"task={run.data.name}"]
-    try:
-        logger = WandbLogger(
-            project=run.logger.project, entity=run.logger.entity, group=run.logger.group or run.experiment_name,
-            tags=tags, name=run.logger.run_name or run_dir.name, save_dir=str(run_dir), id=run_id,
-            resume="allow", mode=run.logger.mode, config=container,
-            settings=wandb.Settings(init_timeout=run.logger.init_timeout, silent=True),
-        )
-        logger.experiment  # start now, so a broken W&B fails here and not inside training
-        return logger
-    except Exception as err:  # W&B must never stop training
-        log.warning("W&B logging disabled for this run: %s", err)
-        return None
 
 
 def _stage_metrics(results: list[dict]) -> dict[str, float]:

@@ -96,7 +96,7 @@ class SweepConfig:
     metric: str = "val/loss"
     mode: str = "min"
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    num_samples: int = 1  # repeats of the grid; random axes draw a new value for each
+    num_samples: int = 1  # repeats of the grid, repeat k with seed + k; random axes draw anew for each
     seed: int = 0  # draws of the random axes
     resources_per_trial: ResourcesConfig = field(default_factory=ResourcesConfig)
     max_concurrent_trials: Optional[int] = None  # null: as many as the resources allow

@@ -158,9 +158,14 @@ def axis_tags(values: dict[str, Any]) -> list[str]:
     return [f"{short[k]}={_format(v)}" for k, v in values.items()]
 
 
-def trial_config(base: dict, group_nodes: dict, values: dict[str, Any]) -> DictConfig:
-    """The base with the trial's values merged in (group nodes replaced whole), not yet resolved."""
+def trial_config(base: dict, group_nodes: dict, values: dict[str, Any], rep: Optional[int] = None) -> DictConfig:
+    """The base with the trial's values merged in (group nodes replaced whole), not yet resolved.
+
+    Repeat `rep` of a grid (num_samples > 1) trains with seed base seed + rep.
+    """
     cfg = OmegaConf.create(copy.deepcopy(base))
+    if rep is not None:
+        cfg.seed = cfg.seed + rep
     ordered = sorted(values.items(), key=lambda kv: kv[0] not in group_nodes)  # groups first
     for key, value in ordered:
         OmegaConf.update(cfg, key, copy.deepcopy(group_nodes[key][value]) if key in group_nodes else value,

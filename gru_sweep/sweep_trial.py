@@ -122,7 +122,7 @@ def run_trial(config: dict, spec: TrialSpec) -> None:
     values, rep = config["axes"], config.get("rep")
     name = trial_name(values, rep)
     run_dir = Path(spec.sweep_dir) / "trials" / name
-    cfg = trial_config(spec.base, spec.group_nodes, values)
+    cfg = trial_config(spec.base, spec.group_nodes, values, rep)
     # W&B: one group per sweep, each run tagged with its axis values (train_run honours these).
     OmegaConf.update(cfg, "logger.group", spec.sweep_name, force_add=True)
     OmegaConf.update(cfg, "logger.tags", axis_tags(values) + ([f"rep={rep}"] if rep is not None else []),

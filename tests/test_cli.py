@@ -106,7 +106,14 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     metrics = pd.read_csv(run_dir / "metrics.csv")
     # Each training step was logged once: no step was redone after the resume.
     train_steps = metrics.dropna(subset=["train/loss"])["step"]
-    assert train_steps.is_unique and train_steps.max() >= 18
+    assert train_steps.is_unique and train_steps.min() < 5 and train_steps.max() >= 18  # both segments kept
+    assert metrics.dropna(subset=["val/loss"])["step"].is_unique
+
+    # A resume that would train a different model is refused by name, before anything is written.
+    before = (run_dir / "config.yaml").read_text()
+    refused = cli("trainer.max_steps=30", "cell.hidden_size=32", run_dir=run_dir, check=False)
+    assert refused.returncode == 2 and "cell.hidden_size=32" in refused.stderr and "16" in refused.stderr
+    assert (run_dir / "config.yaml").read_text() == before
 
 
 @pytest.mark.parametrize(
@@ -118,6 +125,8 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
         (["trainer.max_steps=lots"], ["trainer.max_steps", "lots"]),
         (["cell=lstm", "gate_init=identity"], ["identity", "lstm"]),
         (["optimizer.name=adamw"], ["optimizer.name='adamw'", "adam, rmsprop, sgd"]),
+        (["+trainr.max_steps=5"], ["trainr", "unknown top-level key", "trainer"]),
+        (["trainer.precision=bf16-mixed"], ["trainer.precision='bf16-mixed'", "32-true, 64-true"]),
         (["data=text"], ["data.path"]),
     ],
 )

@@ -146,6 +146,11 @@ def test_trial_config_equals_composing_its_overrides(hydra_conf):
     assert trial.gate_init.t_max == 7
     validate(trial)
 
+    # Repeats of a grid point differ only in their seed: base seed + repeat index.
+    repeats = [trial_config(base, nodes, {"data.seq_len": 7}, rep=k) for k in range(3)]
+    assert [r.seed for r in repeats] == [base["seed"] + k for k in range(3)]
+    assert OmegaConf.to_container(repeats[2]) == {**OmegaConf.to_container(repeats[0]), "seed": base["seed"] + 2}
+
 
 def test_resolver_calls_are_frozen_and_references_kept():
     cfg = OmegaConf.create({"a": 3, "ref": "${a}", "year": "${now:%Y}", "home": "${oc.env:HOME}",

@@ -15,8 +15,8 @@ backward does the weight-gradient matmul and several allocations at every step. 
   hidden-side n pre-activation ``hn`` are written over xp itself (the caller's temporary: no
   second [T,B,3H] buffer to allocate and page in), n and h into two [T,B,H] buffers;
 - backward: per step two small matmuls for dh_{t-1} and five pointwise ops, writing d(xp) into
-  one contiguous [T,B,3H] buffer; dW_hh and db_hh come after the loop from matmuls and sums
-  over batch x time.
+  one contiguous [T,B,3H] buffer; dW_hh and db_hh come from matmuls and sums over batch x time
+  (for the n rows, over batch x 64-step chunks), never from per-step weight-gradient matmuls.
 
 Measured on 2 CPU cores (benchmarks/, issue 7): 0.7x nn.GRU's training step at H=128.
 """
@@ -83,20 +83,25 @@ class GRULayerFunction(torch.autograd.Function):
         rz, r, z, hn = _gate_blocks(gates, H)
 
         # d(xp) = [dr_pre, dz_pre, dn_pre], contiguous: the caller's dW_ih matmul is 2x slower on
-        # a strided one. d(h W_hh^T + b_hh) = [dr_pre, dz_pre, dhn] shares its first two blocks,
-        # so only dhn = dn_pre * r gets a buffer of its own, and the recurrent matmul is split
-        # into the r,z rows and the n rows of W_hh.
+        # a strided one. d(h W_hh^T + b_hh) = [dr_pre, dz_pre, dhn] shares its first two blocks;
+        # dhn = dn_pre * r lives only for one chunk of steps (see below), so the recurrent matmul
+        # is split into the r,z rows and the n rows of W_hh.
         grad_xp = torch.empty(T, B, 3 * H, dtype=out.dtype, device=out.device)
-        dhn = torch.empty(T, B, H, dtype=out.dtype, device=out.device)
         d_rz, d_r, d_z, d_n = _gate_blocks(grad_xp, H)
         w_rz, w_n = w_hh[: 2 * H], w_hh[2 * H :]
-        d_rz_t, d_r_t, d_z_t, d_n_t, dhn_t = (v.unbind(0) for v in (d_rz, d_r, d_z, d_n, dhn))
+        d_rz_t, d_r_t, d_z_t, d_n_t = (v.unbind(0) for v in (d_rz, d_r, d_z, d_n))
         r_t, z_t, grad_out_t = r.unbind(0), z.unbind(0), grad_out.unbind(0)
+        grad_w = torch.empty_like(w_hh)
+        grad_w_n = grad_w[2 * H :].zero_()
+        grad_b_n = torch.zeros(H, dtype=out.dtype, device=out.device)
 
-        # The local derivatives are computed chunk by chunk as a few big vectorised ops (off
-        # the serial path), into buffers of _CHUNK steps so they cost no O(T) memory.
+        # Steps are taken in chunks of _CHUNK (from the end): per chunk, the local derivatives
+        # are a few big vectorised ops off the serial path, and dW_hn, db_hn one matmul and one
+        # sum over chunk x batch; their buffers are reused, so they cost no O(T) memory (less
+        # memory to page in is also time on a CPU).
         chunk = min(T, _CHUNK)
         local = torch.empty(3, chunk, B, H, dtype=out.dtype, device=out.device)
+        dhn_buf = torch.empty(chunk, B, H, dtype=out.dtype, device=out.device)
         dh = grad_out_t[T - 1]
         for stop in range(T, 0, -chunk):
             start = max(0, stop - chunk)
@@ -104,29 +109,31 @@ class GRULayerFunction(torch.autograd.Function):
             f_z, f_n, f_r = _local_derivatives(
                 r[start:stop], z[start:stop], hn[start:stop], n[start:stop], h_prev,
                 local[:, : stop - start])
+            dhn = dhn_buf[: stop - start]
+            dhn_t = dhn.unbind(0)
             for t in range(stop - 1, start - 1, -1):
                 k = t - start
                 torch.mul(dh, f_z[k], out=d_z_t[t])
                 torch.mul(dh, f_n[k], out=d_n_t[t])
                 torch.mul(d_n_t[t], f_r[k], out=d_r_t[t])
-                torch.mul(d_n_t[t], r_t[t], out=dhn_t[t])
+                torch.mul(d_n_t[t], r_t[t], out=dhn_t[k])
                 # dL/dh_{t-1} = its direct part + z * dh_t + d(h W_hh^T) @ W_hh
                 if t > 0:
                     dh = torch.addcmul(grad_out_t[t - 1], dh, z_t[t])
                 else:
                     dh = dh * z_t[t]
-                dh.addmm_(d_rz_t[t], w_rz).addmm_(dhn_t[t], w_n)
+                dh.addmm_(d_rz_t[t], w_rz).addmm_(dhn_t[k], w_n)
+            grad_w_n.addmm_(dhn.reshape(-1, H).t(), h_prev.reshape(-1, H))
+            grad_b_n += dhn.sum((0, 1))
 
-        # Weight and bias gradients: matmuls and sums over batch x time, per block of W_hh's
-        # rows (split at t=0 only because h_prev[0] = h0 lives outside the `out` buffer).
-        grad_w = torch.empty_like(w_hh)
-        h_prev = out[:-1].reshape(-1, H)
-        for rows, d in ((slice(0, 2 * H), d_rz), (slice(2 * H, 3 * H), dhn)):
-            torch.mm(d[1:].reshape(-1, d.shape[-1]).t(), h_prev, out=grad_w[rows])
-            grad_w[rows].addmm_(d[0].t(), h0)
+        # dW_hr, dW_hz: one matmul over batch x time (split at t=0 only because h_prev[0] = h0
+        # lives outside the `out` buffer); db_hr, db_hz: one sum.
+        grad_w_rz = grad_w[: 2 * H]
+        torch.mm(d_rz[1:].reshape(-1, 2 * H).t(), out[:-1].reshape(-1, H), out=grad_w_rz)
+        grad_w_rz.addmm_(d_rz[0].t(), h0)
         grad_b = None
         if ctx.has_bias and ctx.needs_input_grad[3]:
-            grad_b = torch.cat((d_rz.sum((0, 1)), dhn.sum((0, 1))))
+            grad_b = torch.cat((d_rz.sum((0, 1)), grad_b_n))
         return grad_xp, dh, grad_w, grad_b
 
 

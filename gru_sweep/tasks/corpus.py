@@ -86,8 +86,9 @@ class CorpusTask(Task):
         return {"loss": loss, "bpc": loss / math.log(2)}
 
 
-def unigram_entropy(tokens: Tensor, vocab_size: int) -> float:
-    """Entropy (nats) of the token frequencies: the loss of the best memoryless predictor."""
-    p = torch.bincount(tokens.flatten(), minlength=vocab_size).double()
-    p /= p.sum()
-    return float(-torch.special.xlogy(p, p).sum())
+def unigram_cross_entropy(train: Tensor, evaluated: Tensor, vocab_size: int) -> float:
+    """Loss (nats) on `evaluated` of the memoryless predictor fitted on `train`: its character
+    frequencies with add-one smoothing, so a character unseen in training costs a finite loss."""
+    counts = torch.bincount(train.flatten(), minlength=vocab_size).double() + 1.0
+    log_p = torch.log(counts / counts.sum())
+    return float(-log_p[evaluated.flatten()].mean())

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from gru_sweep.errors import ConfigError
-from gru_sweep.tasks.corpus import CorpusConfig, CorpusTask, unigram_entropy
+from gru_sweep.tasks.corpus import CorpusConfig, CorpusTask, unigram_cross_entropy
 
 PASS_PATH = "pass data.path=/path/to/file.txt (a UTF-8 text file)"
 SPLITS = ("train", "val", "test")
@@ -81,5 +81,5 @@ class TextTask(CorpusTask):
         super().__init__(cfg, seed, splits, vocab_size=len(chars))
         self.path = cfg.path
         self.chars = "".join(map(chr, chars))  # token i is self.chars[i]
-        entropy = unigram_entropy(splits["val"], self.vocab_size)
-        self.baseline = {"loss": entropy, "bpc": entropy / math.log(2)}
+        loss = unigram_cross_entropy(splits["train"], splits["val"], self.vocab_size)
+        self.baseline = {"loss": loss, "bpc": loss / math.log(2)}
