@@ -143,19 +143,21 @@ _GROUP_SCHEMAS = {
 _TOP_LEVEL = {*_GROUP_SCHEMAS, "data", "seed", "experiment_name", "sweep", "ray"}
 
 
-def _merge_into(schema: type, node: Any, group: str) -> Any:
+def load_group(schema: type, node: Any, group: str) -> Any:
     """Merge one config group into its schema dataclass; any failure becomes a ConfigError."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
-        return OmegaConf.to_object(merged)
+        if isinstance(node, DictConfig):
+            node = OmegaConf.to_container(node, resolve=True)
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node or {}))
     except ConfigError as err:
         raise err.under(group) from None
     except ConfigKeyError as err:
-        valid = ", ".join(f.name for f in schema.__dataclass_fields__.values())
-        raise ConfigError(f"{group}.{err.key}", _value_at(node, err.key), f"unknown key; valid keys: {valid}") from None
+        valid = ", ".join(schema.__dataclass_fields__)
+        raise ConfigError(f"{group}.{err.full_key or err.key}", _value_at(node, err.key),
+                          f"unknown key; valid keys: {valid}") from None
     except ValidationError as err:
-        expected = str(err).splitlines()[0]
-        raise ConfigError(f"{group}.{err.key}", _value_at(node, err.key), expected) from None
+        raise ConfigError(f"{group}.{err.full_key or err.key}", _value_at(node, err.key),
+                          str(err).splitlines()[0]) from None
 
 
 def _value_at(node: Any, key: Any) -> Any:
@@ -177,13 +179,13 @@ def validate(cfg: DictConfig) -> RunConfig:
         raise ConfigError(key, cfg[key], "unknown top-level key; valid keys: " + ", ".join(sorted(_TOP_LEVEL)))
     groups = {}
     for group, schema in _GROUP_SCHEMAS.items():
-        groups[group] = _merge_into(schema, cfg.get(group) or {}, group)
+        groups[group] = load_group(schema, cfg.get(group) or {}, group)
 
     data_node = cfg.get("data")
     if data_node is None or "name" not in data_node:
         raise ConfigError("data.name", None, "choose one of " + ", ".join(DATA_SCHEMAS))
     require_choice("data.name", data_node.name, DATA_SCHEMAS)
-    groups["data"] = _merge_into(DATA_SCHEMAS[data_node.name], data_node, "data")
+    groups["data"] = load_group(DATA_SCHEMAS[data_node.name], data_node, "data")
 
     seed = cfg.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, ValidationError
 
 from gru_sweep.errors import ConfigError, require_choice, require_positive
 
@@ -159,17 +157,3 @@ class RayConfig:
                                               "a cluster's nodes declare their own resources")
             if value is not None and value < 0:
                 raise ConfigError(key, value, "must be a number >= 0")
-
-
-def load_group(schema: type, node: Any, group: str):
-    """Merge a config group into its schema dataclass; every failure becomes a ConfigError."""
-    try:
-        node = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else (node or {})
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
-    except ConfigError as err:
-        raise err.under(group) from None
-    except (ConfigKeyError, ValidationError) as err:
-        expected = str(err).splitlines()[0]
-        if isinstance(err, ConfigKeyError):
-            expected = "unknown key; valid keys: " + ", ".join(schema.__dataclass_fields__)
-        raise ConfigError(f"{group}.{err.full_key or err.key}", None, expected) from None

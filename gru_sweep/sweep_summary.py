@@ -7,23 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from gru_sweep.sweep_space import trial_name
 from gru_sweep.sweep_trial import FINISHED
 
 PLACEMENT = ("node_ip", "node_id", "gpu_ids")
-
-
-class CollectTrials(Callback):
-    """Keeps Tune's trials as the experiment ends (also when it ends by Ctrl-C)."""
-
-    def __init__(self):
-        self.trials: list[Trial] = []
-
-    def on_experiment_end(self, trials, **info):
-        self.trials = list(trials)
 
 
 def trial_status(trial: Trial) -> str:

@@ -26,7 +26,8 @@ from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
 from gru_sweep.errors import ConfigError, SweepInterrupted
-from gru_sweep.sweep_config import RayConfig, SweepConfig, load_group
+from gru_sweep.config import load_group
+from gru_sweep.sweep_config import RayConfig, SweepConfig
 from gru_sweep.sweep_scheduler import build_scheduler
 from gru_sweep.sweep_space import (check_axes, compose_group_nodes, freeze_resolvers, param_space, trial_config,
                                    trial_name)

@@ -11,7 +11,8 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 
 from gru_sweep.config import validate
 from gru_sweep.errors import ConfigError
-from gru_sweep.sweep_config import RayConfig, SweepConfig, load_group, parse_axis
+from gru_sweep.config import load_group
+from gru_sweep.sweep_config import RayConfig, SweepConfig, parse_axis
 from gru_sweep.sweep_scheduler import GroupedASHA, build_scheduler
 from gru_sweep.sweep_space import (check_axes, compose_group_nodes, freeze_resolvers, param_space, trial_config,
                                    trial_name)
