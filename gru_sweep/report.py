@@ -8,7 +8,7 @@ and SWEEP_DIR/report.html, one self-contained page with the figures embedded:
 (a) final metrics against sequence length, one line per (cell, gate_init), task baseline drawn;
 (b) ||dL/dh_t|| over t at the last probe, overlaid per sequence length;
 (c) gate statistics over t per configuration;
-(d) the decay rate of ||dL/dh_t|| per trial (plots.fit_decay) and over seeds;
+(d) the decay rate of ||dL/dh_t|| per trial (probe.fit_decay) and over seeds;
 and the summary table with each trial's status.
 
 Seeds are aggregated (mean, std, count); a diverged trial is left out of the means, marked in
@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
 from gru_sweep import plots
+from gru_sweep.probe import DECAY_THRESHOLD, log_safe, slope_horizon
 
 SUMMARY_CSV = "summary.csv"
 REPORT_HTML = "report.html"
@@ -249,7 +250,7 @@ def seed_aggregate(sweep: Sweep, values: pd.Series) -> pd.DataFrame:
     return frame.rename_axis(["config", "x"]).reset_index()
 
 
-def decay_table(sweep: Sweep, threshold: float = plots.DECAY_THRESHOLD) -> pd.DataFrame:
+def decay_table(sweep: Sweep, threshold: float = DECAY_THRESHOLD) -> pd.DataFrame:
     """plots.decay_fits for every trial with a probe, at its last usable probe step.
 
     Columns: trial_id, config, x, seed, status, layer, top (the layer the readout reads),
@@ -293,7 +294,7 @@ def _last_probe(sweep: Sweep, trial_id: str) -> pd.DataFrame | None:
 def _seed_curve(frames: list[pd.DataFrame], label: str, color) -> plots.Curve:
     """Geometric mean of ||dL/dh_t|| over seeds (the curves live on a log scale), min-max band."""
     norms = pd.concat(frames)[["t", "grad_norm"]]
-    norms["grad_norm"] = np.log(plots.log_safe(norms["grad_norm"]))
+    norms["grad_norm"] = np.log(log_safe(norms["grad_norm"]))
     by_t = norms.groupby("t")["grad_norm"]
     band = {"lo": np.exp(by_t.min().to_numpy()), "hi": np.exp(by_t.max().to_numpy())} \
         if len(frames) > 1 else {}
@@ -560,7 +561,7 @@ def results_table(sweep: Sweep, decay: pd.DataFrame) -> pd.DataFrame:
         table["horizon"] = _horizon_summary(sweep, _top_layer_values(sweep, decay, "horizon"),
                                             slope)
         # of the mean slope: horizons themselves average badly (a flat seed's is infinite)
-        table["fit horizon"] = [fmt(plots.slope_horizon(m)) for m in slopes["mean"]]
+        table["fit horizon"] = [fmt(slope_horizon(m)) for m in slopes["mean"]]
     return table
 
 
@@ -615,7 +616,7 @@ def _overview(sweep: Sweep) -> str:
             "diverged trials out. Decay, at the last probe and from the curve's maximum "
             "backwards: least-squares slope of ln ‖∂L/∂h<sub>t</sub>‖ against the distance "
             "from the end; horizon: the distance at "
-            f"which the norm first falls below {plots.DECAY_THRESHOLD:g} of its maximum "
+            f"which the norm first falls below {DECAY_THRESHOLD:g} of its maximum "
             "(fit horizon: the same read off the fitted line, which extrapolates past the "
             "sequence).</p>")
 

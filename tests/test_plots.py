@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from gru_sweep import plots
+from gru_sweep.probe import fit_decay
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -67,7 +68,7 @@ def assert_png(path, min_size=(300, 200)):
 def test_fit_decay_recovers_exponential_rate(rate):
     seq_len = 40
     t = np.arange(1, seq_len + 1)
-    fit = plots.fit_decay(t, np.exp(-rate * (seq_len - t)))
+    fit = fit_decay(t, np.exp(-rate * (seq_len - t)))
     assert fit.slope == pytest.approx(-rate, abs=1e-6)
     assert fit.intercept == pytest.approx(0.0, abs=1e-6)
     assert fit.factor_per_step == pytest.approx(math.exp(-rate), rel=1e-6)
@@ -82,11 +83,11 @@ def test_fit_decay_skips_unusable_points_and_handles_flat_curves():
     t = np.arange(10)
     norm = np.exp(-0.2 * (9 - t))
     norm[[2, 5]] = [np.nan, 0.0]  # a NaN and an underflow are left out of the log fit
-    assert plots.fit_decay(t, norm).slope == pytest.approx(-0.2, abs=1e-9)
-    flat = plots.fit_decay(t, np.ones(10))
+    assert fit_decay(t, norm).slope == pytest.approx(-0.2, abs=1e-9)
+    flat = fit_decay(t, np.ones(10))
     assert flat.slope == pytest.approx(0.0, abs=1e-12)
     assert flat.fit_horizon == math.inf and math.isnan(flat.horizon)
-    assert math.isnan(plots.fit_decay(t, np.full(10, np.nan)).slope)
+    assert math.isnan(fit_decay(t, np.full(10, np.nan)).slope)
 
 
 def test_horizon_counts_from_the_peak_not_from_the_end():
@@ -94,7 +95,7 @@ def test_horizon_counts_from_the_peak_not_from_the_end():
     t = np.arange(8)
     norm = np.array([1e-5, 1e-4, 1e-3, 2e-2, 1e-1, 1.0, 10.0, 1.0])
     # below 1e-3 * 10 first at t=2, i.e. distance 5 from the end (t=7)
-    assert plots.fit_decay(t, norm).horizon == 5
+    assert fit_decay(t, norm).horizon == 5
 
 
 def test_fit_decay_uses_the_curve_from_its_maximum_backwards():
@@ -103,11 +104,11 @@ def test_fit_decay_uses_the_curve_from_its_maximum_backwards():
     t = np.arange(40)
     norm = np.exp(-0.3 * (34 - t))
     norm[35:] = [0.2, 0.5, 0.1, 0.4, 0.3]
-    fit = plots.fit_decay(t, norm)
+    fit = fit_decay(t, norm)
     assert fit.slope == pytest.approx(-0.3, abs=1e-9) and fit.n_points == 35
     assert fit.horizon == 5 + math.floor(math.log(1e3) / 0.3) + 1
     # the maximum at the first step: nothing decays into the past
-    growing = plots.fit_decay(t, np.exp(0.1 * (39 - t)))
+    growing = fit_decay(t, np.exp(0.1 * (39 - t)))
     assert growing.slope == 0 and growing.fit_horizon == math.inf and math.isnan(growing.horizon)
 
 
