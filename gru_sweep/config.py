@@ -15,7 +15,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from gru_sweep.cells import CellConfig, check_gate_init
 from gru_sweep.cells.gate_init import GateInitConfig
-from gru_sweep.errors import ConfigError, require_choice, require_positive, require_range
+from gru_sweep.errors import ConfigError, require_choice, require_int, require_positive, require_range
 from gru_sweep.tasks import DATA_SCHEMAS
 
 
@@ -50,8 +50,7 @@ class OptimizerConfig:
         require_choice("clip_mode", self.clip_mode, ("norm", "value", "none"))
         require_positive("clip_value", self.clip_value)
         require_choice("schedule", self.schedule, ("none", "cosine", "step", "warmup_cosine"))
-        if self.warmup_steps < 0:
-            raise ConfigError("warmup_steps", self.warmup_steps, "must be an integer >= 0")
+        require_int("warmup_steps", self.warmup_steps, 0)
         require_positive("step_size", self.step_size)
         require_range("gamma", self.gamma, 0.0, 1.0)
 
@@ -188,8 +187,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     groups["data"] = load_group(DATA_SCHEMAS[data_node.name], data_node, "data")
 
     seed = cfg.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError("seed", seed, "must be an integer >= 0")
+    require_int("seed", seed, 0)
     run = RunConfig(**groups, seed=seed, experiment_name=str(cfg.get("experiment_name", "default")))
     check_gate_init(run.gate_init, run.cell)
     return run

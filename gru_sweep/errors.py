@@ -24,6 +24,12 @@ def require_choice(key: str, value: Any, choices: Iterable[Any]) -> None:
         raise ConfigError(key, value, "choose one of " + ", ".join(map(str, choices)))
 
 
+def require_int(key: str, value: Any, low: int) -> None:
+    """An integer (not a bool) >= low."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(key, value, f"must be an integer >= {low}")
+
+
 def require_positive(key: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ConfigError(key, value, "must be a number > 0")

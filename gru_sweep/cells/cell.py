@@ -12,18 +12,12 @@ from torch import Tensor, nn
 
 from gru_sweep.cells.custom_gru import CustomGRU
 from gru_sweep.cells.unrolled import Unrolled, unroll
-from gru_sweep.errors import ConfigError, require_choice, require_positive, require_range
+from gru_sweep.errors import ConfigError, require_choice, require_int, require_range
 
 CELL_NAMES = ("custom_gru", "cudnn_gru", "lstm", "rnn")
 NONLINEARITIES = ("tanh", "relu")
 _KIND = {"custom_gru": "gru", "cudnn_gru": "gru", "lstm": "lstm", "rnn": "rnn"}
 _GATES = {"gru": 3, "lstm": 4, "rnn": 1}  # weight blocks per layer
-
-
-def _require_positive_int(key: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(key, value, "must be an integer > 0")
-    require_positive(key, value)
 
 
 @dataclass
@@ -41,10 +35,10 @@ class CellConfig:
 
     def __post_init__(self):
         require_choice("name", self.name, CELL_NAMES)
-        _require_positive_int("hidden_size", self.hidden_size)
+        require_int("hidden_size", self.hidden_size, 1)
         if self.param_budget is not None:
-            _require_positive_int("param_budget", self.param_budget)
-        _require_positive_int("num_layers", self.num_layers)
+            require_int("param_budget", self.param_budget, 1)
+        require_int("num_layers", self.num_layers, 1)
         require_range("dropout", self.dropout, 0.0, 1.0)
         require_choice("nonlinearity", self.nonlinearity, NONLINEARITIES)
         if self.nonlinearity != "tanh" and self.name != "rnn":
@@ -100,7 +94,7 @@ def hidden_size_for(cfg: CellConfig, input_size: int) -> int:
 
 def build_cell(cfg: CellConfig, input_size: int) -> RecurrentCell:
     """Build the cell ``cfg.name`` for per-step inputs of size ``input_size``."""
-    _require_positive_int("input_size", input_size)
+    require_int("input_size", input_size, 1)
     args = (input_size, hidden_size_for(cfg, input_size), cfg.num_layers)
     kwargs = {"batch_first": True, "dropout": cfg.dropout}
     if cfg.name == "custom_gru":

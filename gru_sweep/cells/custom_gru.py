@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from gru_sweep.cells.gru_layer import gru_layer
-from gru_sweep.errors import ConfigError, require_positive, require_range
+from gru_sweep.errors import ConfigError, require_int, require_range
 
 
 class CustomGRU(nn.Module):
@@ -40,9 +40,7 @@ class CustomGRU(nn.Module):
     ):
         super().__init__()
         for key, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(key, value, "must be an integer > 0")
-            require_positive(key, value)
+            require_int(key, value, 1)
         require_range("dropout", dropout, 0.0, 1.0)
         if dropout > 0 and num_layers == 1:
             warnings.warn(

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gru_sweep.errors import ConfigError
+from gru_sweep.errors import ConfigError, require_int
 
 TRAIN, VAL, PROBE, CORPUS = range(4)
 
@@ -35,11 +35,6 @@ def generator(stream: int, seed: int, index: int) -> torch.Generator:
     """A CPU generator for one batch; distinct words give statistically independent streams."""
     state = np.random.SeedSequence([stream, seed, index]).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state) >> 1)  # manual_seed wants a signed 64-bit int
-
-
-def require_int(key: str, value, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(key, value, f"must be an integer >= {low}")
 
 
 def require_fractions(val_fraction: float, test_fraction: float) -> None:
