@@ -24,13 +24,13 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from gru_sweep.cells.cell import CellConfig, RecurrentCell
+from gru_sweep.cells.cell import CELL_NAMES, CellConfig, RecurrentCell
 from gru_sweep.errors import ConfigError, require_choice, require_positive
 
 GATE_INITS = ("default", "gate_bias", "chrono", "uniform", "orthogonal", "identity")
 
-_ALL = ("custom_gru", "cudnn_gru", "lstm", "rnn")
-_GATED = ("custom_gru", "cudnn_gru", "lstm")
+_ALL = CELL_NAMES
+_GATED = tuple(name for name in CELL_NAMES if name != "rnn")
 # The cells each scheme fits; identity also needs nonlinearity=relu.
 FITS = {
     "default": _ALL,

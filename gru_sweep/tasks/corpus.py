@@ -86,6 +86,12 @@ class CorpusTask(Task):
         return {"loss": loss, "bpc": loss / math.log(2)}
 
 
+def split_sizes(n: int, cfg: CorpusConfig) -> tuple[int, int, int]:
+    """Train, val and test sizes of n items: val and test take their fractions (rounded down)."""
+    n_val, n_test = int(n * cfg.val_fraction), int(n * cfg.test_fraction)
+    return n - n_val - n_test, n_val, n_test
+
+
 def unigram_cross_entropy(train: Tensor, evaluated: Tensor, vocab_size: int) -> float:
     """Loss (nats) on `evaluated` of the memoryless predictor fitted on `train`: its character
     frequencies with add-one smoothing, so a character unseen in training costs a finite loss."""

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from gru_sweep.errors import ConfigError, require_positive
 from gru_sweep.tasks.base import CORPUS, generator, require_int
-from gru_sweep.tasks.corpus import CorpusConfig, CorpusTask
+from gru_sweep.tasks.corpus import CorpusConfig, CorpusTask, split_sizes
 
 ROW_LEN = 4096
 MAX_TABLE = 1 << 22  # transition-table entries, vocab_size ** (order + 1): 32 MiB in float64
@@ -73,9 +73,7 @@ def row_len(cfg: MarkovConfig) -> int:
 
 def split_rows(cfg: MarkovConfig) -> tuple[int, int, int]:
     """Chains per split: each split's share of num_chars, rounded up to whole chains."""
-    n_val, n_test = int(cfg.num_chars * cfg.val_fraction), int(cfg.num_chars * cfg.test_fraction)
-    n_train = cfg.num_chars - n_val - n_test
-    return tuple(-(-n // row_len(cfg)) for n in (n_train, n_val, n_test))
+    return tuple(-(-n // row_len(cfg)) for n in split_sizes(cfg.num_chars, cfg))
 
 
 def transition_table(vocab_size: int, order: int, concentration: float, seed: int) -> Tensor:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from gru_sweep.errors import ConfigError
-from gru_sweep.tasks.corpus import CorpusConfig, CorpusTask, unigram_cross_entropy
+from gru_sweep.tasks.corpus import CorpusConfig, CorpusTask, split_sizes, unigram_cross_entropy
 
 PASS_PATH = "pass data.path=/path/to/file.txt (a UTF-8 text file)"
 SPLITS = ("train", "val", "test")
@@ -55,16 +55,14 @@ def read_splits(cfg: TextConfig) -> tuple[str, dict[str, str]]:
     if not text:
         raise ConfigError("path", cfg.path, f"is empty: {PASS_PATH}")
 
-    n = len(text)
-    n_val, n_test = int(n * cfg.val_fraction), int(n * cfg.test_fraction)
-    n_train = n - n_val - n_test
+    n_train, n_val, _ = split_sizes(len(text), cfg)
     parts = dict(zip(SPLITS, (text[:n_train], text[n_train:n_train + n_val], text[n_train + n_val:])))
     for split, part in parts.items():
         if len(part) <= cfg.seq_len:
             fix = ("a smaller data.val_fraction/data.test_fraction" if split == "train"
                    else f"a larger data.{split}_fraction")
             raise ConfigError("seq_len", cfg.seq_len,
-                              f"the {split} split of {cfg.path} has {len(part)} of {n} characters, and one "
+                              f"the {split} split of {cfg.path} has {len(part)} of {len(text)} characters, and one "
                               f"sequence needs seq_len + 1 = {cfg.seq_len + 1}: pass a smaller data.seq_len, "
                               f"{fix}, or a longer file")
     return text, parts
