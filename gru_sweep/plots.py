@@ -131,7 +131,7 @@ class Curve:
     values: np.ndarray
     label: str | None = None
     color: object = None
-    linestyle: str = "-"
+    linestyle: str | tuple = "-"  # any matplotlib line style
     lo: np.ndarray | None = None
     hi: np.ndarray | None = None
 

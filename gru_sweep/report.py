@@ -24,6 +24,7 @@ import math
 import re
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,10 @@ REPLICATE_COLUMNS = ("seed", "rep")
 ROLE_COLUMNS = {"cell": ("cell.name", "cell"), "gate_init": ("gate_init.scheme", "gate_init"),
                 "seq_len": ("data.seq_len", "seq_len"), "seed": ("seed",)}
 MAX_METRIC_PANELS = 4
+# Line style and marker per gate_init (colour is per cell); ":" is kept for diverged trials and
+# black "--" for the task baseline.
+LINESTYLES = ("-", "--", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (8, 2, 2, 2)))
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 # ----------------------------------------------------------------------------- loading
@@ -74,8 +79,31 @@ class Sweep:
     def configs(self) -> list[str]:
         return sorted(self.trials["_config"].unique())
 
-    def color(self, config: str):
-        return colormaps["tab10"](self.configs.index(config) % 10)
+    @cached_property
+    def styles(self) -> dict[str, dict]:
+        """Matplotlib color, linestyle and marker per configuration.
+
+        When cell and gate_init alone tell the configurations apart: colour by cell, line style
+        and marker by gate_init, so one cell's inits read as a family. Otherwise (another axis
+        varies too, or more than ten cells) every configuration gets its own colour.
+        """
+        pairs = (self.trials.groupby("_config")[[self.roles["cell"], self.roles["gate_init"]]]
+                 .first().astype(str))
+        cells, inits = sorted(pairs.iloc[:, 0].unique()), sorted(pairs.iloc[:, 1].unique())
+        by_pair = not pairs.duplicated().any() and len(cells) <= 10
+        colors = _palette(len(self.configs))
+        styles = {}
+        for i, config in enumerate(self.configs):
+            cell, init = pairs.loc[config]
+            if by_pair:
+                j = inits.index(init)
+                styles[config] = {"color": colormaps["tab10"](cells.index(cell)),
+                                  "linestyle": LINESTYLES[j % len(LINESTYLES)],
+                                  "marker": MARKERS[j % len(MARKERS)]}
+            else:
+                styles[config] = {"color": colors[i], "linestyle": "-",
+                                  "marker": MARKERS[i // 10 % len(MARKERS)]}
+        return styles
 
     @property
     def x_values(self) -> list:
@@ -89,6 +117,15 @@ class Sweep:
 
     def x_label(self, x) -> str:
         return f"{short_name(self.x_axis)} = {value_str(x)}" if self.x_axis else "all trials"
+
+
+def _palette(n: int) -> list:
+    """n distinguishable colours: tab10, tab20, then evenly spaced along turbo."""
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["turbo"](i / (n - 1)) for i in range(n)]
 
 
 def load_sweep(sweep_dir: str | Path) -> Sweep:
@@ -291,7 +328,7 @@ def _last_probe(sweep: Sweep, trial_id: str) -> pd.DataFrame | None:
     return plots.probe_slice(gradnorms, step, gradnorms["layer"].max())
 
 
-def _seed_curve(frames: list[pd.DataFrame], label: str, color) -> plots.Curve:
+def _seed_curve(frames: list[pd.DataFrame], label: str, style: dict) -> plots.Curve:
     """Geometric mean of ||dL/dh_t|| over seeds (the curves live on a log scale), min-max band."""
     norms = pd.concat(frames)[["t", "grad_norm"]]
     norms["grad_norm"] = np.log(log_safe(norms["grad_norm"]))
@@ -299,7 +336,8 @@ def _seed_curve(frames: list[pd.DataFrame], label: str, color) -> plots.Curve:
     band = {"lo": np.exp(by_t.min().to_numpy()), "hi": np.exp(by_t.max().to_numpy())} \
         if len(frames) > 1 else {}
     return plots.Curve(by_t.mean().index.to_numpy(float), np.exp(by_t.mean().to_numpy()),
-                       label=label, color=color, **band)
+                       label=label, color=style["color"], linestyle=style["linestyle"],
+                       **band)
 
 
 # ----------------------------------------------------------------------------- figures
@@ -323,9 +361,10 @@ def _plot_final_metric(ax: Axes, sweep: Sweep, metric: str) -> None:
     plotted = []
     for config in sweep.configs:
         rows = aggregate[aggregate["config"] == config].sort_values("x")
-        position = _positions(sweep, rows)
-        ax.errorbar(position, rows["mean"], yerr=rows["std"].fillna(0), marker="o", capsize=3,
-                    color=sweep.color(config), label=config)
+        if rows["mean"].isna().all() and not rows["diverged"].any():
+            continue  # skipped or not yet run: nothing to draw, no legend entry
+        ax.errorbar(_positions(sweep, rows), rows["mean"], yerr=rows["std"].fillna(0),
+                    capsize=3, label=config, **sweep.styles[config])
         plotted.extend(rows["mean"])
     plotted.extend(_plot_metric_baseline(ax, sweep, metric))
     _mark_diverged(ax, sweep)
@@ -362,8 +401,8 @@ def _mark_diverged(ax: Axes, sweep: Sweep) -> None:
     diverged = sweep.trials[_diverged(sweep.trials)]
     for _, row in diverged.iterrows():
         x = row["_x"] if sweep.x_axis else sweep.configs.index(row["_config"])
-        ax.plot([x], [0.98], marker="x", markersize=9, color=sweep.color(row["_config"]),
-                transform=top, clip_on=False, linestyle="none")
+        ax.plot([x], [0.98], marker="x", markersize=9, linestyle="none", transform=top,
+                clip_on=False, color=sweep.styles[row["_config"]]["color"])
 
 
 def _format_x(ax: Axes, sweep: Sweep) -> None:
@@ -421,15 +460,16 @@ def gradnorm_curves_figure(sweep: Sweep) -> Figure:
 
 def _config_curves(sweep: Sweep, config: str, x) -> list[plots.Curve]:
     trials = sweep.trials[(sweep.trials["_config"] == config) & (sweep.trials["_x"] == x)]
-    color = sweep.color(config)
+    style = sweep.styles[config]
     completed, diverged = [], []
     for _, row in trials.iterrows():
         frame = _last_probe(sweep, row["trial_id"])
         if frame is not None:
             (diverged if row["status"] == "diverged" else completed).append(frame)
-    curves = [_seed_curve(completed, config, color)] if completed else []
+    curves = [_seed_curve(completed, config, style)] if completed else []
     curves += [plots.Curve(f["t"].to_numpy(float), f["grad_norm"].to_numpy(float),
-                           label=f"{config} (diverged)", color=color, linestyle=":")
+                           label=f"{config} (diverged)", color=style["color"],
+                           linestyle=":")
                for f in diverged]
     return curves
 

@@ -237,3 +237,64 @@ def test_errored_trials_and_empty_summaries_still_give_a_page(tmp_path):
     assert "trial_crashed" in row and ">error<" in row
     (sweep_dir / "summary.csv").write_text("")  # a sweep before its first trial ends
     assert "<p>0 trials." in report.write_report(sweep_dir).read_text(encoding="utf-8")
+
+
+def _legend_labels(fig):
+    return [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+
+
+def test_colour_per_cell_and_line_style_per_gate_init(tmp_path):
+    # a second cell: two cells x two inits = four configurations, two colours, two styles
+    sweep_dir = make_sweep(tmp_path / "a")
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    lstm = summary.assign(**{"cell.name": "lstm",
+                             "trial_id": summary["trial_id"] + "_lstm"})
+    pd.concat([summary, lstm]).to_csv(sweep_dir / "summary.csv", index=False)
+    sweep = report.load_sweep(sweep_dir)
+    styles = sweep.styles
+    assert len(styles) == 4
+    for init in RATES:
+        assert styles[f"custom_gru · {init}"]["color"] != styles[f"lstm · {init}"]["color"]
+        assert styles[f"custom_gru · {init}"]["linestyle"] == styles[f"lstm · {init}"]["linestyle"]
+    for cell in ("custom_gru", "lstm"):
+        chrono, default = styles[f"{cell} · chrono"], styles[f"{cell} · default"]
+        assert chrono["color"] == default["color"]
+        assert chrono["linestyle"] != default["linestyle"]
+        assert chrono["marker"] != default["marker"]
+    # the figure draws them so: each configuration's errorbar line has its own style
+    fig = report.final_metrics_figure(sweep)
+    drawn = {bars.get_label(): bars.lines[0] for bars in fig.axes[0].containers}
+    for config, style in styles.items():
+        assert drawn[config].get_marker() == style["marker"]
+        assert drawn[config].get_color() == style["color"]
+
+
+def test_every_configuration_has_its_own_colour_beyond_ten(tmp_path):
+    # twelve learning rates for one (cell, gate_init): tab10 would repeat colours
+    sweep_dir = make_sweep(tmp_path / "a")
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    summary = summary[summary["gate_init.scheme"] == "chrono"]
+    frames = [summary.assign(**{"optimizer.lr": 10.0 ** -k,
+                                "trial_id": summary["trial_id"] + f"_lr{k}"})
+              for k in range(12)]
+    pd.concat(frames).to_csv(sweep_dir / "summary.csv", index=False)
+    for run in (sweep_dir / "trials").iterdir():  # optimizer.lr must be a config key
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        (run / "config.yaml").write_text(yaml.safe_dump({**config, "optimizer": {"lr": 1.0}}))
+    sweep = report.load_sweep(sweep_dir)
+    assert len(sweep.configs) == 12
+    colors = {tuple(style["color"]) for style in sweep.styles.values()}
+    assert len(colors) == 12
+
+
+def test_skipped_configurations_get_no_legend_entry(tmp_path):
+    sweep_dir = make_sweep(tmp_path / "a")
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    skipped = {"trial_id": "skipped_0", "status": "skipped", "data.seq_len": 30,
+               "cell.name": "lstm", "gate_init.scheme": "chrono", "seed": 0}
+    pd.concat([summary, pd.DataFrame([skipped])]).to_csv(sweep_dir / "summary.csv", index=False)
+    sweep = report.load_sweep(sweep_dir)
+    assert "lstm · chrono" in sweep.configs
+    labels = _legend_labels(report.final_metrics_figure(sweep))
+    assert "lstm · chrono" not in labels
+    assert {"custom_gru · chrono", "custom_gru · default", "task baseline"} <= set(labels)

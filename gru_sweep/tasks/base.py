@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from gru_sweep.errors import ConfigError, require_int
@@ -35,6 +36,11 @@ def generator(stream: int, seed: int, index: int) -> torch.Generator:
     """A CPU generator for one batch; distinct words give statistically independent streams."""
     state = np.random.SeedSequence([stream, seed, index]).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state) >> 1)  # manual_seed wants a signed 64-bit int
+
+
+def sequence_cross_entropy(pred: Tensor, target: Tensor) -> Tensor:
+    """Cross-entropy in nats averaged over every step; pred [B, T, V] logits, target [B, T]."""
+    return F.cross_entropy(pred.flatten(0, 1), target.flatten())
 
 
 def require_fractions(val_fraction: float, test_fraction: float) -> None:

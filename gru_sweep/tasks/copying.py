@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gru_sweep.tasks.base import Batch, SyntheticConfig, SyntheticTask
+from gru_sweep.tasks.base import Batch, SyntheticConfig, SyntheticTask, sequence_cross_entropy
 
 BLANK, DELIMITER = 0, 9
 NUM_SYMBOLS = 8  # data symbols are tokens 1..8
@@ -70,8 +70,8 @@ class CopyTask(SyntheticTask):
         return x, y
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
-        """Cross-entropy (nats) averaged over every step; pred [B, T+20, 9] logits, target [B, T+20]."""
-        return F.cross_entropy(pred.flatten(0, 1), target.flatten())
+        """Cross-entropy (nats) averaged over every step; pred [B, T+20, 9] logits."""
+        return sequence_cross_entropy(pred, target)
 
     @torch.no_grad()
     def metrics(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:

@@ -13,10 +13,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from gru_sweep.tasks.base import PROBE, Batch, DataConfig, FixedBatches, Task, generator, require_fractions
+from gru_sweep.tasks.base import (PROBE, Batch, DataConfig, FixedBatches, Task, generator,
+                                  require_fractions, sequence_cross_entropy)
 
 
 @dataclass
@@ -78,7 +78,7 @@ class CorpusTask(Task):
 
     def loss(self, pred: Tensor, target: Tensor) -> Tensor:
         """Cross-entropy in nats per character; pred [B, T, V] logits, target [B, T]."""
-        return F.cross_entropy(pred.flatten(0, 1), target.flatten())
+        return sequence_cross_entropy(pred, target)
 
     @torch.no_grad()
     def metrics(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
