@@ -3,6 +3,7 @@
     python -m benchmarks                      # CPU, full suite (a few minutes on 2 cores)
     python -m benchmarks --quick              # fewer repeats, T up to 1000
     python -m benchmarks --device cuda --out gpu.json   # cuDNN GRU as the reference
+    python -m benchmarks --sections sweep     # a Ray Tune sweep's wall time against the ideal
 """
 from __future__ import annotations
 
@@ -15,15 +16,18 @@ import time
 import torch
 
 from benchmarks import sections
+from benchmarks.sweep_overhead import projected_ratio, sweep_overhead
 
 # CustomGRU / nn.GRU ratio targets (issue 7), by speed shape index; memory at T=1000.
 CPU_SPEED_TARGETS = (0.8, 0.8, 1.0)
 GPU_SPEED_TARGET = 1.5
 MEMORY_TARGET = 1.10
 LINEAR_MAX_EXPONENT = 1.25
+SWEEP_TARGET = 1.15  # sweep wall time / ideal, for 8 trials of 20 s on 2 CPUs (issue 5)
+SWEEP_TARGET_TRIAL_SECONDS = 20.0
 FULL_SEQ_LENS = [100, 300, 1000, 3000, 10000]
 QUICK_SEQ_LENS = [100, 300, 1000]
-SECTION_NAMES = ("speed", "scaling", "training")
+SECTION_NAMES = ("speed", "scaling", "training", "sweep")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -33,16 +37,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per case before timing")
     p.add_argument("--quick", action="store_true", help="3 repeats, scaling up to T=1000 only")
     p.add_argument("--seq-lens", type=int, nargs="+", default=None, help="T values of the scaling table")
-    p.add_argument("--sections", nargs="+", choices=SECTION_NAMES, default=list(SECTION_NAMES))
+    p.add_argument("--sections", nargs="+", choices=SECTION_NAMES, default=None,
+                   help="default: all; with --device cuda all but sweep (its trials run on CPUs)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--sweep-trial-seconds", type=float, default=None,
+                   help="training time per trial of the sweep section (default 20; 8 with --quick)")
     p.add_argument("--out", default=None, help="also write all results to this JSON file")
     args = p.parse_args(argv)
     if args.repeats is None:
         args.repeats = 3 if args.quick else 7
     if args.seq_lens is None:
         args.seq_lens = QUICK_SEQ_LENS if args.quick else FULL_SEQ_LENS
-    if args.repeats < 1 or args.warmup < 0:
-        p.error("--repeats must be >= 1 and --warmup >= 0")
+    if args.sections is None:
+        args.sections = [n for n in SECTION_NAMES if n != "sweep" or not args.device.startswith("cuda")]
+    if args.sweep_trial_seconds is None:
+        args.sweep_trial_seconds = 8.0 if args.quick else 20.0
+    if args.repeats < 1 or args.warmup < 0 or args.sweep_trial_seconds <= 0:
+        p.error("--repeats must be >= 1, --warmup >= 0 and --sweep-trial-seconds > 0")
     return args
 
 
@@ -118,6 +129,19 @@ def report_training(result: dict) -> list[str]:
     return out
 
 
+def report_sweep(result: dict) -> list[str]:
+    out = ["## Sweep overhead: wall time of a Ray Tune sweep / ideal"]
+    if "skipped" in result:
+        return out + ["", f"not measured: {result['skipped']}"]
+    projected = projected_ratio(result, SWEEP_TARGET_TRIAL_SECONDS)
+    out += [result["setup"] + "; ideal = sum of the trials' training times / concurrency", "",
+            markdown([{"quantity": k, "value": v} for k, v in result.items() if k != "setup"]), "",
+            f"- target whole command <= {SWEEP_TARGET}x ideal for {SWEEP_TARGET_TRIAL_SECONDS:g} s "
+            f"trials: {projected:.3f}x (the overhead measured here over {SWEEP_TARGET_TRIAL_SECONDS:g} s "
+            f"trials), " + ("met" if projected <= SWEEP_TARGET else "NOT met")]
+    return out
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -137,6 +161,9 @@ def main(argv=None) -> dict:
     if "training" in args.sections:
         results["training"] = sections.training_overheads(device, args.repeats, args.warmup)
         lines += [""] + report_training(results["training"])
+    if "sweep" in args.sections:
+        results["sweep"] = sweep_overhead(trial_seconds=args.sweep_trial_seconds)
+        lines += [""] + report_sweep(results["sweep"])
     results["environment"]["seconds"] = time.perf_counter() - started
     if hasattr(os, "getloadavg"):
         results["environment"]["loadavg_end"] = os.getloadavg()[0]

@@ -122,7 +122,7 @@ def training_overheads(device: torch.device, repeats: int, warmup: int) -> dict:
         from gru_sweep.tasks import build_task
 
         probe_cfg = OmegaConf.load(PROBE_CONFIG)
-    except (ImportError, OSError) as err:  # the probe and tasks are built in parallel with this suite
+    except (ImportError, OSError) as err:  # e.g. a bare GPU image without omegaconf
         return {"skipped": f"{type(err).__name__}: {err}"}
 
     task = build_task({"name": "copy"}, seed=0)

@@ -213,8 +213,6 @@ def _tuner(sweep: SweepConfig, spec: TrialSpec, scheduler, sweep_dir: Path, resu
 
 
 def _write_report(sweep_dir: Path) -> None:
-    try:
-        from gru_sweep.report import write_report
-    except ImportError:
-        return
+    from gru_sweep.report import write_report  # matplotlib: only at the end of a sweep
+
     print(f"report: {write_report(sweep_dir)}", flush=True)
