@@ -90,6 +90,12 @@ def make_sweep(root, axes=("data.seq_len", "cell.name", "gate_init.scheme", "see
     return sweep
 
 
+def append_trial(sweep_dir, row):
+    """Add a summary.csv row without a run directory (a crashed or skipped trial)."""
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    pd.concat([summary, pd.DataFrame([row])]).to_csv(sweep_dir / "summary.csv", index=False)
+
+
 def embedded_pngs(page):
     return [base64.b64decode(data, validate=True)
             for data in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
@@ -228,10 +234,8 @@ def test_cli_fails_clearly_without_a_sweep(tmp_path, case):
 
 def test_errored_trials_and_empty_summaries_still_give_a_page(tmp_path):
     sweep_dir = make_sweep(tmp_path / "a")
-    summary = pd.read_csv(sweep_dir / "summary.csv")
-    errored = {"trial_id": "trial_crashed", "status": "error", "data.seq_len": 30,
-               "cell.name": "custom_gru", "gate_init.scheme": "chrono", "seed": 2}
-    pd.concat([summary, pd.DataFrame([errored])]).to_csv(sweep_dir / "summary.csv", index=False)
+    append_trial(sweep_dir, {"trial_id": "trial_crashed", "status": "error", "data.seq_len": 30,
+                             "cell.name": "custom_gru", "gate_init.scheme": "chrono", "seed": 2})
     page = report.write_report(sweep_dir).read_text(encoding="utf-8")
     row = re.search(r'<tr class="other">(.*?)</tr>', page).group(1)
     assert "trial_crashed" in row and ">error<" in row
@@ -289,10 +293,8 @@ def test_every_configuration_has_its_own_colour_beyond_ten(tmp_path):
 
 def test_skipped_configurations_get_no_legend_entry(tmp_path):
     sweep_dir = make_sweep(tmp_path / "a")
-    summary = pd.read_csv(sweep_dir / "summary.csv")
-    skipped = {"trial_id": "skipped_0", "status": "skipped", "data.seq_len": 30,
-               "cell.name": "lstm", "gate_init.scheme": "chrono", "seed": 0}
-    pd.concat([summary, pd.DataFrame([skipped])]).to_csv(sweep_dir / "summary.csv", index=False)
+    append_trial(sweep_dir, {"trial_id": "skipped_0", "status": "skipped", "data.seq_len": 30,
+                             "cell.name": "lstm", "gate_init.scheme": "chrono", "seed": 0})
     sweep = report.load_sweep(sweep_dir)
     assert "lstm · chrono" in sweep.configs
     labels = _legend_labels(report.final_metrics_figure(sweep))
