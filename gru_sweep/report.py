@@ -50,8 +50,9 @@ ROLE_COLUMNS = {"cell": ("cell.name", "cell"), "gate_init": ("gate_init.scheme",
                 "seq_len": ("data.seq_len", "seq_len"), "seed": ("seed",)}
 MAX_METRIC_PANELS = 4
 # Line style and marker per gate_init (colour is per cell); ":" is kept for diverged trials and
-# black "--" for the task baseline.
-LINESTYLES = ("-", "--", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (8, 2, 2, 2)))
+# "--" for the task baseline.
+LINESTYLES = ("-", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (8, 2, 2, 2)),
+              (0, (5, 2, 1, 2, 1, 2)))
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
@@ -88,7 +89,7 @@ class Sweep:
         varies too, or more than ten cells) every configuration gets its own colour.
         """
         pairs = (self.trials.groupby("_config")[[self.roles["cell"], self.roles["gate_init"]]]
-                 .first().astype(str))
+                 .first().astype(object).fillna("?").astype(str))  # "?": not recorded
         cells, inits = sorted(pairs.iloc[:, 0].unique()), sorted(pairs.iloc[:, 1].unique())
         by_pair = not pairs.duplicated().any() and len(cells) <= 10
         colors = _palette(len(self.configs))
@@ -120,7 +121,8 @@ class Sweep:
 
 
 def _palette(n: int) -> list:
-    """n distinguishable colours: tab10, tab20, then evenly spaced along turbo."""
+    """n colours: tab10; up to 20, tab20 (its dark/light pairs share a hue, so neighbours in
+    sorted order, e.g. adjacent learning rates, read as one family); beyond, spaced along turbo."""
     if n <= 10:
         return [colormaps["tab10"](i) for i in range(n)]
     if n <= 20:
@@ -140,6 +142,7 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     columns = list(trials.columns)
     trials["_run"] = [_find_run(sweep_dir, value) for value in trials["run_dir"]]
     trials["_summary"] = [plots.read_summary(run) if run else {} for run in trials["_run"]]
+    trials["_cfg"] = [_read_config(run) if run else None for run in trials["_run"]]
     roles = {role: _role_column(trials, role, candidates)
              for role, candidates in ROLE_COLUMNS.items()}
     axes = _axis_columns(trials, columns, roles)
@@ -180,11 +183,17 @@ def _find_run(sweep_dir: Path, value) -> Path | None:
 
 
 def _role_column(trials: pd.DataFrame, role: str, candidates: tuple[str, ...]) -> str:
-    """The summary.csv column holding a role, or a new column filled from summary.json."""
+    """The summary.csv column holding a role, or a new column filled from each run's
+    summary.json, else from its config.yaml (written before training starts, so a trial that
+    stopped or crashed before writing summary.json still says what it ran)."""
     for column in candidates:
         if column in trials:
             return column
-    trials[role] = [summary.get(role) for summary in trials["_summary"]]
+    values = []
+    for summary, config in zip(trials["_summary"], trials["_cfg"]):
+        value = summary.get(role)
+        values.append(_lookup(config, candidates[0]) if value is None else value)
+    trials[role] = values
     return role
 
 
@@ -194,10 +203,10 @@ def _axis_columns(trials: pd.DataFrame, columns: list[str], roles: dict[str, str
     filled from summary.json."""
     candidates = [c for c in columns if c not in FIXED_COLUMNS + BOOKKEEPING_COLUMNS
                   and "/" not in c]
-    configs = [config for run in trials["_run"] if run and (config := _read_config(run))]
+    configs = [config for config in trials["_cfg"] if config]
     if configs:
         candidates = [c for c in candidates if c in REPLICATE_COLUMNS
-                      or any(_has_key(config, c) for config in configs)]
+                      or any(_lookup(config, c, KeyError) is not KeyError for config in configs)]
     return candidates + [c for c in roles.values() if c not in columns]
 
 
@@ -209,13 +218,14 @@ def _read_config(run_dir: Path) -> dict | None:
     return config if isinstance(config, dict) else None
 
 
-def _has_key(config: dict, dotted: str) -> bool:
+def _lookup(config: dict | None, dotted: str, missing=None):
+    """config's value at a dotted key ("cell.name"); `missing` where it has no such key."""
     node = config
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
-            return False
+            return missing
         node = node[part]
-    return True
+    return node
 
 
 def _choose_axes(trials: pd.DataFrame, axes: list[str],
@@ -443,8 +453,8 @@ def _hide_unused(axes: np.ndarray, used: int) -> None:
 def gradnorm_curves_figure(sweep: Sweep) -> Figure:
     """(b) ||dL/dh_t|| at the last probe, one panel per x value, one line per configuration.
 
-    Solid: geometric mean over the completed seeds (band: min to max); dotted: diverged trials
-    at their last usable probe.
+    Lines (styled per configuration, as in the final-metrics figure): geometric mean over the
+    completed seeds (band: min to max); dotted: diverged trials at their last usable probe.
     """
     fig, axes = _panel_grid(len(sweep.x_values), 5, 3.8)
     for ax, x in zip(axes.ravel(), sweep.x_values):
@@ -509,7 +519,7 @@ def write_figures(sweep: Sweep) -> list[tuple[Path, str]]:
     written = [(plots.save_figure(final_metrics_figure(sweep), out / "final_metrics.png"),
                 (f"Final metrics against {sweep.x_axis} per configuration"
                  if sweep.x_axis else "Final metrics per configuration")
-                + "; dashed: task baseline; ×: diverged trials.")]
+                + "; black dashed: task baseline; ×: diverged trials.")]
     if sweep.gradnorms:
         written.append((plots.save_figure(gradnorm_curves_figure(sweep),
                                           out / "gradnorm_curves.png"),

@@ -215,4 +215,10 @@ def _tuner(sweep: SweepConfig, spec: TrialSpec, scheduler, sweep_dir: Path, resu
 def _write_report(sweep_dir: Path) -> None:
     from gru_sweep.report import write_report  # matplotlib: only at the end of a sweep
 
-    print(f"report: {write_report(sweep_dir)}", flush=True)
+    try:
+        path = write_report(sweep_dir)
+    except Exception:  # noqa: BLE001 - the results are written; the report is made from them
+        log.exception("the report failed; the results are in %s. Retry with: python -m "
+                      "gru_sweep.report %s", sweep_dir / "summary.csv", sweep_dir)
+        return
+    print(f"report: {path}", flush=True)

@@ -271,6 +271,13 @@ def test_colour_per_cell_and_line_style_per_gate_init(tmp_path):
     for config, style in styles.items():
         assert drawn[config].get_marker() == style["marker"]
         assert drawn[config].get_color() == style["color"]
+        assert drawn[config].get_linestyle() != "--"  # the baseline's
+        assert drawn[config].get_linestyle() == style["linestyle"]  # "-" and "-." here
+    # the gradient-norm curves carry the same styles
+    curves = {line.get_label(): line for line in report.gradnorm_curves_figure(sweep).axes[0].lines}
+    for config, style in styles.items():
+        assert curves[config].get_color() == style["color"]
+        assert curves[config].get_linestyle() == style["linestyle"]
 
 
 def test_every_configuration_has_its_own_colour_beyond_ten(tmp_path):
@@ -300,3 +307,22 @@ def test_skipped_configurations_get_no_legend_entry(tmp_path):
     labels = _legend_labels(report.final_metrics_figure(sweep))
     assert "lstm · chrono" not in labels
     assert {"custom_gru · chrono", "custom_gru · default", "task baseline"} <= set(labels)
+
+
+def test_trials_without_summary_json_keep_their_configuration(tmp_path):
+    # cell is not an axis (it comes from each run), and one trial stopped before summary.json:
+    # its cell is read from config.yaml, so it joins its configuration instead of making one
+    sweep_dir = make_sweep(tmp_path / "a", axes=("data.seq_len", "gate_init.scheme", "seed"))
+    summary = pd.read_csv(sweep_dir / "summary.csv")
+    stopped = summary["trial_id"] == "trial_chrono_T30_s1"
+    summary.loc[stopped, "status"] = "stopped"
+    summary.to_csv(sweep_dir / "summary.csv", index=False)
+    (sweep_dir / "trials" / "trial_chrono_T30_s1" / "summary.json").unlink()
+    sweep = report.load_sweep(sweep_dir)
+    assert sweep.configs == ["custom_gru · chrono", "custom_gru · default"]
+    # and a trial with no run directory at all gets a style too ("?" for what it lacks)
+    append_trial(sweep_dir, {"trial_id": "lost", "status": "error", "data.seq_len": 30,
+                             "gate_init.scheme": "uniform", "seed": 0})
+    sweep = report.load_sweep(sweep_dir)
+    assert "uniform" in sweep.configs and len(sweep.styles) == 3
+    assert report.write_report(sweep_dir).is_file()
