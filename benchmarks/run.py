@@ -52,8 +52,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.sections = [n for n in SECTION_NAMES if n != "sweep" or not args.device.startswith("cuda")]
     if args.sweep_trial_seconds is None:
         args.sweep_trial_seconds = 8.0 if args.quick else 20.0
-    if args.repeats < 1 or args.warmup < 0 or args.sweep_trial_seconds <= 0:
-        p.error("--repeats must be >= 1, --warmup >= 0 and --sweep-trial-seconds > 0")
+    for flag, value, ok, expected in (
+            ("--repeats", args.repeats, args.repeats >= 1, ">= 1"),
+            ("--warmup", args.warmup, args.warmup >= 0, ">= 0"),
+            ("--threads", args.threads, args.threads is None or args.threads >= 1, ">= 1"),
+            ("--sweep-trial-seconds", args.sweep_trial_seconds, args.sweep_trial_seconds > 0, "> 0"),
+            ("--seq-lens", args.seq_lens, min(args.seq_lens) >= 1 and len(set(args.seq_lens)) >= 2,
+             "two or more different T >= 1 (the scaling fits need them)")):
+        if not ok:
+            p.error(f"{flag}={value}: must be {expected}")
     return args
 
 
@@ -150,31 +157,38 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     results: dict = {"environment": environment(device), "args": vars(args)}
-    lines = [f"# gru_sweep benchmarks: {json.dumps(results['environment'])}"]
+    print(f"# gru_sweep benchmarks: {json.dumps(results['environment'])}", flush=True)
+    # (measure, print) per section; each is printed and saved as soon as it is done, so a
+    # later section that fails loses nothing measured before it
+    runs = {
+        "speed": (lambda: sections.speed(device, args.repeats, args.warmup),
+                  lambda r: report_speed(r, device)),
+        "scaling": (lambda: sections.scaling(device, args.seq_lens, args.repeats, min(args.warmup, 1)),
+                    report_scaling),
+        "training": (lambda: sections.training_overheads(device, args.repeats, args.warmup),
+                     report_training),
+        "sweep": (lambda: sweep_overhead(trial_seconds=args.sweep_trial_seconds), report_sweep),
+    }
     started = time.perf_counter()
-    if "speed" in args.sections:
-        results["speed"] = sections.speed(device, args.repeats, args.warmup)
-        lines += [""] + report_speed(results["speed"], device)
-    if "scaling" in args.sections:
-        results["scaling"] = sections.scaling(device, args.seq_lens, args.repeats, min(args.warmup, 1))
-        lines += [""] + report_scaling(results["scaling"])
-    if "training" in args.sections:
-        results["training"] = sections.training_overheads(device, args.repeats, args.warmup)
-        lines += [""] + report_training(results["training"])
-    if "sweep" in args.sections:
-        results["sweep"] = sweep_overhead(trial_seconds=args.sweep_trial_seconds)
-        lines += [""] + report_sweep(results["sweep"])
+    for name in (n for n in SECTION_NAMES if n in args.sections):
+        measure, report = runs[name]
+        results[name] = measure()
+        print("\n" + "\n".join(report(results[name])), flush=True)
+        _save(results, args.out)
     results["environment"]["seconds"] = time.perf_counter() - started
     if hasattr(os, "getloadavg"):
         results["environment"]["loadavg_end"] = os.getloadavg()[0]
-    lines += ["", f"({results['environment']['seconds']:.0f} s; load average "
-                  f"{results['environment'].get('loadavg_start', float('nan')):.1f} at start, "
-                  f"{results['environment'].get('loadavg_end', float('nan')):.1f} at end)"]
-    print("\n".join(lines))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=2)
+    print(f"\n({results['environment']['seconds']:.0f} s; load average "
+          f"{results['environment'].get('loadavg_start', float('nan')):.1f} at start, "
+          f"{results['environment'].get('loadavg_end', float('nan')):.1f} at end)")
+    _save(results, args.out)
     return results
+
+
+def _save(results: dict, path: str | None) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(results, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 A grid of `trials` copy-task trials, each sized to about `trial_seconds` of training, runs
 through the real CLI (`python -m gru_sweep`, embedded Ray with `concurrency` CPUs, one CPU and
-one thread per trial). Ideal = the sum of the trials' own training times (started..ended in
-each run's trial.json) / concurrency. Two ratios to it:
+one thread per trial). Ideal = the sum of the trials' own times / concurrency, where a trial's
+time is its whole `train_run` (started..ended in its trial.json): what the same run costs on
+its own, Trainer setup, validations and figures included. Two ratios to it:
 
 - command: the whole `python -m gru_sweep` call (Python and Hydra start, Ray start, the trials,
   summary, report, shutdown): what the researcher waits for;
@@ -70,14 +71,14 @@ def sweep_overhead(trials: int = 8, trial_seconds: float = 20.0, concurrency: in
     with tempfile.TemporaryDirectory(prefix="gru_sweep_bench_") as tmp:
         workdir = Path(tmp)
         per_step = seconds_per_step(workdir)
-        steps = max(CALIBRATION_STEPS, round(trial_seconds / per_step))
+        # a multiple of 4, so the last of the 4 validations falls on the last step (no extra one)
+        steps = 4 * max(CALIBRATION_STEPS // 4, round(trial_seconds / per_step / 4))
         sweep_dir = workdir / "sweep"
         command = [sys.executable, "-m", "gru_sweep", *TRIAL_OVERRIDES, *_steps_overrides(steps),
                    "sweep=base", "sweep.name=overhead", f"++sweep.axes={{seed:{{grid:{list(range(trials))}}}}}",
                    "sweep.resources_per_trial.cpu=1", f"ray.num_cpus={concurrency}",
                    f"sweep.dir={sweep_dir}", f"hydra.run.dir={workdir / 'hydra'}"]
-        # loopback only (see conf/ray/local.yaml); no W&B
-        env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "WANDB_MODE": "disabled"}
+        env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # loopback only
         started = time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, text=True,
                               timeout=max(600, 5 * trials * trial_seconds / concurrency))
@@ -92,12 +93,23 @@ def sweep_overhead(trials: int = 8, trial_seconds: float = 20.0, concurrency: in
     durations = [a["ended"] - a["started"] for a in attempts]
     ideal = sum(durations) / concurrency
     span = max(a["ended"] for a in attempts) - min(a["started"] for a in attempts)
-    return {"setup": f"{trials} copy-task trials (seq_len 50, H64, {steps} steps), "
+    return {"setup": f"{trials} trials of `{' '.join(TRIAL_OVERRIDES[:3])}` for {steps} steps, "
                      f"{concurrency} at a time on {concurrency} CPUs, one thread each",
-            "trials": trials, "concurrency": concurrency, "calibrated s/step": per_step,
+            "trials": trials, "concurrency": concurrency, "most at once": most_at_once(attempts),
+            "calibrated s/step": per_step,
             "trial s (mean)": sum(durations) / trials, "ideal s": ideal, "span s": span,
             "command s": command_s, "overhead s": command_s - ideal,
             "span / ideal": span / ideal, "command / ideal": command_s / ideal}
+
+
+def most_at_once(attempts: list[dict]) -> int:
+    """The largest number of trials training at the same moment."""
+    events = sorted([(a["started"], 1) for a in attempts] + [(a["ended"], -1) for a in attempts])
+    running = most = 0
+    for _, change in events:  # at equal times an end (-1) sorts before a start
+        running += change
+        most = max(most, running)
+    return most
 
 
 def projected_ratio(result: dict, trial_seconds: float) -> float:

@@ -7,6 +7,8 @@ cell schemas live beside the tasks and cells they describe.
 """
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -151,12 +153,28 @@ def load_group(schema: type, node: Any, group: str) -> Any:
     except ConfigError as err:
         raise err.under(group) from None
     except ConfigKeyError as err:
-        valid = ", ".join(schema.__dataclass_fields__)
-        raise ConfigError(f"{group}.{err.full_key or err.key}", _value_at(node, err.key),
-                          f"unknown key; valid keys: {valid}") from None
+        key = str(err.full_key or err.key)
+        value, holder = _locate(schema, node, key)
+        valid = ", ".join(holder.__dataclass_fields__)
+        raise ConfigError(f"{group}.{key}", value, f"unknown key; valid keys: {valid}") from None
     except ValidationError as err:
-        raise ConfigError(f"{group}.{err.full_key or err.key}", _value_at(node, err.key),
+        key = str(err.full_key or err.key)
+        raise ConfigError(f"{group}.{key}", _locate(schema, node, key)[0],
                           str(err).splitlines()[0]) from None
+
+
+def _locate(schema: type, node: Any, dotted: str) -> tuple[Any, type]:
+    """The value at a dotted key of a group's node, and the schema dataclass whose field its
+    last part is (a nested one such as sweep.scheduler's), for the error message."""
+    parts = dotted.split(".")
+    holder = schema
+    for part in parts[:-1]:
+        node = _value_at(node, part)
+        hint = typing.get_type_hints(holder).get(part)
+        if not dataclasses.is_dataclass(hint):
+            break
+        holder = hint
+    return _value_at(node, parts[-1]), holder
 
 
 def _value_at(node: Any, key: Any) -> Any:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from benchmarks.measure import linear_fit, peak_memory_bytes
-from benchmarks.sweep_overhead import projected_ratio, sweep_overhead
+from benchmarks.sweep_overhead import most_at_once, projected_ratio, sweep_overhead
 
 
 def test_linear_fit_matches_numpy():
@@ -32,17 +32,21 @@ def test_peak_memory_sees_a_known_allocation():
     assert 16 * 2**20 <= peak < 17 * 2**20
 
 
+def test_most_at_once_counts_overlapping_intervals():
+    attempts = [{"started": a, "ended": b} for a, b in ((0, 10), (1, 4), (4, 6), (5, 7), (10, 11))]
+    # brute force over every moment where a count can change
+    moments = sorted({t for a in attempts for t in (a["started"], a["ended"])})
+    brute = max(sum(a["started"] <= t < a["ended"] for a in attempts) for t in moments)
+    assert most_at_once(attempts) == brute == 3
+
+
 @pytest.mark.slow
-def test_sweep_section_times_every_trial(tmp_path):
-    # 4 trials of ~1.5 s, 2 at a time: two slots cannot do more than 2 x the span of work,
-    # so span >= ideal; the command holds the span
+def test_sweep_section_runs_the_trials_two_at_a_time():
     result = sweep_overhead(trials=4, trial_seconds=1.5, concurrency=2)
-    assert result["trial s (mean)"] > 0.5
-    assert result["ideal s"] == pytest.approx(2 * result["trial s (mean)"], rel=1e-9)
+    assert result["most at once"] == 2  # Ray ran exactly `concurrency` trials side by side
+    # the calibration sized the trials to roughly what was asked (loose: a shared machine)
+    assert 0.5 < result["trial s (mean)"] < 6
+    # two slots cannot do more than twice the span's worth of work, and the command holds it
     assert result["span / ideal"] >= 0.99
     assert result["command s"] > result["span s"]
-    assert result["command / ideal"] == pytest.approx(result["command s"] / result["ideal s"])
-    # the projection keeps the overhead in seconds: at the measured trial length it is the ratio
-    assert projected_ratio(result, result["trial s (mean)"]) == pytest.approx(
-        result["command / ideal"], rel=1e-9)
     assert 1 < projected_ratio(result, 20.0) < result["command / ideal"]

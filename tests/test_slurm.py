@@ -294,7 +294,8 @@ def _submit(tmp_path: Path, jobs: list[str], overrides: list[str], requeue: bool
             driver: str | None = None) -> tuple[str, Path, Path]:
     """`python -m gru_sweep.slurm submit` from tmp_path; returns job id, sweep dir, log."""
     sweep_dir = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "gru_sweep.slurm", "submit", *overrides, f"sweep.dir={sweep_dir}",
+    # "++key=": the job script must read the sweep dir in Hydra's add-or-override form too
+    cmd = [sys.executable, "-m", "gru_sweep.slurm", "submit", *overrides, f"++sweep.dir={sweep_dir}",
            "--cpus-per-node", "2", "--time", "00:10:00", "--job-name", "gru_sweep-test"]
     if os.environ.get("GRU_SWEEP_SLURM_PARTITION"):
         cmd += ["--partition", os.environ["GRU_SWEEP_SLURM_PARTITION"]]

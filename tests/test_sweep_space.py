@@ -76,6 +76,19 @@ def test_bad_sweep_key_is_named(keys, where):
     assert err.value.key == where
 
 
+@pytest.mark.parametrize("keys, value, says", [
+    ({"scheduler": {"grace_period": "abc"}}, "abc", "could not be converted"),
+    ({"resources_per_trial": {"cpu": "many"}}, "many", "could not be converted"),
+    # an unknown nested key lists the keys of its own section, not the sweep's
+    ({"scheduler": {"gracee": 3}}, 3,
+     "valid keys: name, time_attr, group_by, grace_period, reduction_factor, max_t"),
+])
+def test_bad_nested_sweep_key_names_its_value_and_choices(keys, value, says):
+    with pytest.raises(ConfigError) as err:
+        sweep_cfg(**keys)
+    assert err.value.value == value and says in err.value.expected
+
+
 def test_asha_per_seq_len_or_on_tokens_is_accepted():
     assert sweep_cfg(scheduler={"name": "asha", "group_by": "data.seq_len"}).scheduler.group_by == "data.seq_len"
     assert sweep_cfg(scheduler={"name": "asha", "time_attr": "tokens", "max_t": 1e6}).scheduler.max_t == 1e6
