@@ -1,4 +1,4 @@
-"""Per-run figures and the gradient-decay fit, read back from a run directory's files.
+"""Per-run figures, read back from a run directory's files (the decay fit is probe.fit_decay).
 
 Everything here works on what a run writes (metrics.csv, gradnorms.csv, summary.json), so it
 can run after the fact, for runs trained anywhere. Figures are built with matplotlib's object

@@ -21,8 +21,8 @@ from gru_sweep.cells import unroll
 
 DECAY_THRESHOLD = 1e-3  # a curve's horizon: where it falls below this fraction of its peak
 
-# A gate value above HIGH (below LOW) counts as saturated open (closed); DESIGN.md: z ~ 1 holds
-# memory, r ~ 0 cuts the past off.
+# A gate value above HIGH (below LOW) counts as saturated open (closed): a GRU's z ~ 1 holds
+# its memory (h_t ~ h_{t-1}), r ~ 0 cuts the past off from the candidate n.
 GATE_HIGH, GATE_LOW = 0.9, 0.1
 
 

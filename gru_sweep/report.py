@@ -106,6 +106,18 @@ class Sweep:
                                   "marker": MARKERS[i // 10 % len(MARKERS)]}
         return styles
 
+    @cached_property
+    def thresholds(self) -> list[float]:
+        """The runs' probe.horizon_fraction values (config.yaml), distinct and sorted."""
+        return sorted({float(v) for cfg in self.trials["_cfg"]
+                       if (v := _lookup(cfg, "probe.horizon_fraction")) is not None})
+
+    @property
+    def threshold(self) -> float:
+        """The horizon's fraction of the peak: the runs' own (what their probes logged) when
+        they agree, else the default."""
+        return self.thresholds[0] if len(self.thresholds) == 1 else DECAY_THRESHOLD
+
     @property
     def x_values(self) -> list:
         return sorted(self.trials["_x"].dropna().unique())
@@ -297,7 +309,7 @@ def seed_aggregate(sweep: Sweep, values: pd.Series) -> pd.DataFrame:
     return frame.rename_axis(["config", "x"]).reset_index()
 
 
-def decay_table(sweep: Sweep, threshold: float = DECAY_THRESHOLD) -> pd.DataFrame:
+def decay_table(sweep: Sweep) -> pd.DataFrame:
     """plots.decay_fits for every trial with a probe, at its last usable probe step.
 
     Columns: trial_id, config, x, seed, status, layer, top (the layer the readout reads),
@@ -308,7 +320,7 @@ def decay_table(sweep: Sweep, threshold: float = DECAY_THRESHOLD) -> pd.DataFram
         gradnorms = sweep.gradnorms.get(row["trial_id"])
         if gradnorms is None:
             continue
-        fits = plots.decay_fits(gradnorms, threshold=threshold)
+        fits = plots.decay_fits(gradnorms, threshold=sweep.threshold)
         fits.insert(0, "trial_id", row["trial_id"])
         fits.insert(1, "config", row["_config"])
         fits.insert(2, "x", row["_x"])
@@ -611,7 +623,7 @@ def results_table(sweep: Sweep, decay: pd.DataFrame) -> pd.DataFrame:
         table["horizon"] = _horizon_summary(sweep, _top_layer_values(sweep, decay, "horizon"),
                                             slope)
         # of the mean slope: horizons themselves average badly (a flat seed's is infinite)
-        table["fit horizon"] = [fmt(slope_horizon(m)) for m in slopes["mean"]]
+        table["fit horizon"] = [fmt(slope_horizon(m, sweep.threshold)) for m in slopes["mean"]]
     return table
 
 
@@ -666,9 +678,16 @@ def _overview(sweep: Sweep) -> str:
             "diverged trials out. Decay, at the last probe and from the curve's maximum "
             "backwards: least-squares slope of ln ‖∂L/∂h<sub>t</sub>‖ against the distance "
             "from the end; horizon: the distance at "
-            f"which the norm first falls below {DECAY_THRESHOLD:g} of its maximum "
+            f"which the norm first falls below {sweep.threshold:g} of its maximum "
             "(fit horizon: the same read off the fitted line, which extrapolates past the "
-            "sequence).</p>")
+            f"sequence).{_mixed_thresholds(sweep)}</p>")
+
+
+def _mixed_thresholds(sweep: Sweep) -> str:
+    if len(sweep.thresholds) < 2:
+        return ""
+    values = ", ".join(f"{t:g}" for t in sweep.thresholds)
+    return f" The runs' probe.horizon_fraction differ ({values}): {sweep.threshold:g} is used for all."
 
 
 def _figure_html(path: Path, caption: str) -> str:

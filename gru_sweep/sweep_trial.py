@@ -36,7 +36,6 @@ class TrialSpec:
     base: dict  # the composed config, resolver calls evaluated (see sweep_space)
     group_nodes: dict  # {group key: {option: node}}
     metric: str
-    need_tokens: bool  # the scheduler counts time in train/tokens
     skip_invalid: bool = False  # an invalid config ends the trial as 'skipped', not as an error
 
 
@@ -93,10 +92,8 @@ class ReportToTune(pl.Callback):
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         metrics["step"] = trainer.global_step
-        if "train/tokens" in metrics:
-            metrics["tokens"] = metrics["train/tokens"]
-        elif self.spec.need_tokens:
-            raise RuntimeError("sweep.scheduler.time_attr=tokens, but the run logs no train/tokens")
+        if "train/tokens" in metrics:  # logged every training step (model.py)
+            metrics["tokens"] = metrics["train/tokens"]  # for ASHA's time_attr=tokens
         metrics.setdefault(self.spec.metric, math.nan)
         self.last = metrics
         if trainer.global_step < trainer.max_steps:

@@ -53,8 +53,7 @@ def run_sweep(cfg: DictConfig) -> Path:
         base, group_nodes = _freeze(cfg, sweep, sweep_dir)
     scheduler = build_scheduler(sweep.scheduler, base["trainer"]["max_steps"], base["trainer"]["val_check_interval"])
     spec = TrialSpec(sweep_name=sweep.name, sweep_dir=str(sweep_dir), base=base, group_nodes=group_nodes,
-                     metric=sweep.metric, need_tokens=sweep.scheduler.time_attr == "tokens",
-                     skip_invalid=sweep.skip_invalid)
+                     metric=sweep.metric, skip_invalid=sweep.skip_invalid)
     resume_hint = shlex.join([*_overrides_without_resume(), "sweep.resume=true", f"sweep.dir={sweep_dir}"])
     print(f"sweep {sweep.name}: {sweep_dir}\n  resume with: python -m gru_sweep {resume_hint}", flush=True)
 

@@ -8,7 +8,7 @@ from torch import nn
 from torch.func import functional_call
 
 from gru_sweep.cells import CELL_NAMES, CellConfig, CustomGRU, RecurrentCell, build_cell
-from gru_sweep.cells.gru_layer import gru_layer
+from gru_sweep.cells.gru_function import gru_recurrence
 from gru_sweep.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -147,18 +147,17 @@ def test_default_init_range_like_nn_gru():
         assert p.abs().max() <= 0.25 and p.std() > 0.1  # U(-1/4, 1/4): std 0.144
 
 
-def test_gru_layer_one_step_by_hand():
-    # h1 from the DESIGN.md equations with scalar numbers, H = 1
+def test_gru_recurrence_one_step_by_hand():
+    # h1 from the GRU equations (PyTorch's gate order r, z, n) with scalar numbers, H = 1
     xp = torch.tensor([[[0.5, -1.0, 0.3]]])  # xr, xz, xn
     h0 = torch.tensor([[0.2]])
     w_hh, b_hh = torch.tensor([[1.0], [2.0], [-1.0]]), torch.tensor([0.1, 0.0, 0.4])
-    out, h_n = gru_layer(xp, h0, w_hh, b_hh)
+    out = gru_recurrence(xp, h0, w_hh, b_hh)
     r = torch.sigmoid(torch.tensor(0.5 + 0.2 + 0.1))
     z = torch.sigmoid(torch.tensor(-1.0 + 0.4))
     n = torch.tanh(0.3 + r * (-0.2 + 0.4))
     expected = (1 - z) * n + z * 0.2
     torch.testing.assert_close(out, expected.reshape(1, 1, 1))
-    torch.testing.assert_close(h_n, expected.reshape(1, 1))
 
 
 def test_bad_inputs_raise_config_error():

@@ -57,7 +57,7 @@ def test_tanh_rnn_matches_analytic_backward_recursion():
 
 
 def _gru_reference(params, x, a, num_layers):
-    """Hand-written GRU (DESIGN.md equations) with zero offsets on every h_t."""
+    """Hand-written GRU (the equations in gru_function.py) with zero offsets on every h_t."""
     offsets = [[torch.zeros(B, H, requires_grad=True) for _ in range(T)] for _ in range(num_layers)]
     inp = x
     for layer in range(num_layers):

@@ -326,3 +326,19 @@ def test_trials_without_summary_json_keep_their_configuration(tmp_path):
     sweep = report.load_sweep(sweep_dir)
     assert "uniform" in sweep.configs and len(sweep.styles) == 3
     assert report.write_report(sweep_dir).is_file()
+
+
+def test_horizons_use_the_runs_own_horizon_fraction(tmp_path):
+    # probe.horizon_fraction=0.01 in every run: the report's horizons are the ones the probe
+    # logged, ln(100)/rate steps back, not the default's ln(1000)/rate
+    sweep_dir = make_sweep(tmp_path / "a")
+    for run in (sweep_dir / "trials").iterdir():
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        (run / "config.yaml").write_text(yaml.safe_dump({**config, "probe": {"horizon_fraction": 0.01}}))
+    sweep = report.load_sweep(sweep_dir)
+    assert sweep.threshold == 0.01
+    decay = report.decay_table(sweep).set_index("trial_id")
+    row = decay.loc["trial_default_T30_s0"]
+    assert row["fit_horizon"] == pytest.approx(math.log(100) / rate("default", 0), rel=1e-6)
+    assert row["horizon"] == math.floor(math.log(100) / rate("default", 0)) + 1
+    assert "falls below 0.01 of its maximum" in report.write_report(sweep_dir).read_text()

@@ -1,10 +1,11 @@
 """Study 2, the gradient horizon: decay of ||dL/dh_t|| at initialisation and after training.
 
-Reads the run directories of a long-copy sweep (study 1) and writes, next to this file:
+Reads the run directories of a gradient-horizon sweep (`+experiment=gradient_horizon`, see the
+README beside this file) and writes, next to this file:
   decay_rates.csv      per trial: cell, gate init, T, fitted decay per step and horizon at the
                        first probe (initialisation) and at the last one (after training), and the
-                       mean keep gate (GRU z, LSTM f) at initialisation with ln of it: DESIGN.md's
-                       prediction that the gradient decays roughly like the product of z
+                       mean keep gate (GRU z, LSTM f) at initialisation with ln of it: the GRU
+                       Jacobian dh_t/dh_{t-1} ~ diag(z) + ... predicts a decay per step ~ ln z
   custom_vs_cudnn.csv  the largest relative difference between the custom GRU's and the cuDNN GRU's
                        curves for the same seed, init and T (same weights at step 0)
   curves.png   ||dL/dh_t|| at initialisation and after training, one panel per cell,
@@ -62,16 +63,16 @@ def decay_table(runs) -> pd.DataFrame:
 
 
 def custom_vs_cudnn(runs) -> pd.DataFrame:
-    by_key = {(s["cell"], s["gate_init"], s["seq_len"]): g for s, g in runs}
+    by_key = {(s["cell"], s["gate_init"], s["seq_len"], s["seed"]): g for s, g in runs}
     rows = []
-    for (cell, init, T), custom in by_key.items():
-        cudnn = by_key.get(("cudnn_gru", init, T))
+    for (cell, init, T, seed), custom in by_key.items():
+        cudnn = by_key.get(("cudnn_gru", init, T, seed))
         if cell != "custom_gru" or cudnn is None:
             continue
-        for label, step in (("init", 0), ("trained", custom.step.max())):
+        for label, step in (("init", custom.step.min()), ("trained", custom.step.max())):
             a, b = curve(custom, step).grad_norm.to_numpy(), curve(cudnn, step).grad_norm.to_numpy()
             # relative to the curve's peak: entries that underflow to 0 in both count as equal
-            rows.append({"gate_init": init, "T": T, "probe": label,
+            rows.append({"gate_init": init, "T": T, "seed": seed, "probe": label,
                          "max_diff_over_peak": float(np.max(np.abs(a - b)) / np.max(np.abs(b)))})
     return pd.DataFrame(rows)
 
@@ -90,7 +91,8 @@ def figure(runs) -> Figure:
                 c = curve(g, step)
                 curves.append(Curve(c.t.to_numpy(), c.grad_norm.to_numpy(), color=COLOR.get(s["gate_init"]),
                                     linestyle=style, label=s["gate_init"] if style == "-" else None))
-        plot_gradnorm_curves(ax, curves, title=f"{cell}, T = {runs[0][0]['seq_len']}")
+        lengths = sorted({s["seq_len"] for s, _ in runs if s["cell"] == cell})
+        plot_gradnorm_curves(ax, curves, title=f"{cell}, T = {', '.join(map(str, lengths))}")
         ax.set_ylabel("||dL/dh_t||  (solid: init, dashed: trained)")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -106,4 +108,7 @@ def main(sweep_dir: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 2 or not (Path(sys.argv[1]) / "trials").is_dir():
+        sys.exit("usage: python experiments/gradient_horizon/analyze.py SWEEP_DIR "
+                 "(a sweep directory, holding trials/)")
     main(sys.argv[1])

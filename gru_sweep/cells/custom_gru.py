@@ -3,7 +3,8 @@
 Same constructor, parameter names/shapes/order and ``forward(input, hx=None) -> (output, h_n)``
 as ``torch.nn.GRU`` (unidirectional), so a ``state_dict`` moves between the two either way.
 Speed comes from the layout fastrnns and haste use: one GEMM for the input projection of all
-steps of a layer, one GEMM per step for the three recurrent gates (see ``gru_layer``).
+steps of a layer, one GEMM per step for the three recurrent gates, and a hand-written
+backward (``gru_function.GRULayerFunction``).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from gru_sweep.cells.gru_layer import gru_layer
+from gru_sweep.cells.gru_function import gru_recurrence
 from gru_sweep.errors import ConfigError, require_int, require_range
 
 
@@ -102,8 +103,8 @@ class CustomGRU(nn.Module):
         for k in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = self.layer_parameters(k)
             xp = F.linear(layer_input, w_ih, b_ih)  # all steps in one GEMM
-            layer_input, h_last = gru_layer(xp, hx[k], w_hh, b_hh)
-            h_n.append(h_last)
+            layer_input = gru_recurrence(xp, hx[k], w_hh, b_hh)  # consumes xp
+            h_n.append(layer_input[-1])
             if self.dropout and self.training and k < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
         output, h_n = layer_input, torch.stack(h_n)

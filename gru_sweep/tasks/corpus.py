@@ -86,6 +86,9 @@ class CorpusTask(Task):
         return {"loss": loss, "bpc": loss / math.log(2)}
 
 
+SPLITS = ("train", "val", "test")  # in corpus order: split_sizes gives their lengths
+
+
 def split_sizes(n: int, cfg: CorpusConfig) -> tuple[int, int, int]:
     """Train, val and test sizes of n items: val and test take their fractions (rounded down)."""
     n_val, n_test = int(n * cfg.val_fraction), int(n * cfg.test_fraction)

@@ -33,11 +33,10 @@ from torch import Tensor
 
 from gru_sweep.errors import ConfigError, require_positive
 from gru_sweep.tasks.base import CORPUS, generator, require_int
-from gru_sweep.tasks.corpus import CorpusConfig, CorpusTask, split_sizes
+from gru_sweep.tasks.corpus import SPLITS, CorpusConfig, CorpusTask, split_sizes
 
 ROW_LEN = 4096
 MAX_TABLE = 1 << 22  # transition-table entries, vocab_size ** (order + 1): 32 MiB in float64
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
