@@ -11,7 +11,8 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 
 from gru_sweep.config import ProbeConfig
-from gru_sweep.probe import ProbeResult, fit_decay, log10_first_last_ratio, probe
+from gru_sweep.decay import fit_decay
+from gru_sweep.probe import ProbeResult, log10_first_last_ratio, probe
 
 GRADNORM_COLUMNS = ["step", "layer", "t", "grad_norm", "cell_grad_norm"]
 GATE_COLUMNS = [f"{g}_{s}" for g in ("z", "r", "i", "f", "o") for s in ("mean", "hi", "lo")]

@@ -1,4 +1,4 @@
-"""Per-run figures, read back from a run directory's files (the decay fit is probe.fit_decay).
+"""Per-run figures, read back from a run directory's files (the decay fit is decay.fit_decay).
 
 Everything here works on what a run writes (metrics.csv, gradnorms.csv, summary.json), so it
 can run after the fact, for runs trained anywhere. Figures are built with matplotlib's object
@@ -22,7 +22,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
-from gru_sweep.probe import DECAY_THRESHOLD, fit_decay, log_safe
+from gru_sweep.decay import DECAY_THRESHOLD, fit_decay, log_safe
 
 METRICS_CSV = "metrics.csv"
 GRADNORMS_CSV = "gradnorms.csv"

@@ -8,7 +8,7 @@ and SWEEP_DIR/report.html, one self-contained page with the figures embedded:
 (a) final metrics against sequence length, one line per (cell, gate_init), task baseline drawn;
 (b) ||dL/dh_t|| over t at the last probe, overlaid per sequence length;
 (c) gate statistics over t per configuration;
-(d) the decay rate of ||dL/dh_t|| per trial (probe.fit_decay) and over seeds;
+(d) the decay rate of ||dL/dh_t|| per trial (decay.fit_decay) and over seeds;
 and the summary table with each trial's status.
 
 Seeds are aggregated (mean, std, count); a diverged trial is left out of the means, marked in
@@ -36,7 +36,7 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
 from gru_sweep import plots
-from gru_sweep.probe import DECAY_THRESHOLD, log_safe, slope_horizon
+from gru_sweep.decay import DECAY_THRESHOLD, log_safe, slope_horizon
 
 SUMMARY_CSV = "summary.csv"
 REPORT_HTML = "report.html"

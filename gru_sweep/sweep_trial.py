@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import ray
-from lightning.pytorch.trainer.states import TrainerFn
 from omegaconf import OmegaConf
 from ray import tune
 
@@ -70,36 +68,6 @@ class TrialLog:
         os.replace(tmp, self.path)
 
 
-class ReportToTune(pl.Callback):
-    """After each validation during fit: report the logged scalars, the step and tokens to Tune.
-
-    Ray's TuneReportCheckpointCallback would also upload a checkpoint at every report (the run
-    directory already holds it) and cannot add the step/token counters ASHA's time_attr needs.
-    The validation at max_steps is not reported here: the trial reports its final result (with
-    its status) right after `train_run` returns, and a scheduler STOP at that point could cut
-    `train_run` short of writing its summary.
-    """
-
-    def __init__(self, spec: TrialSpec, where: dict, log: TrialLog):
-        self.spec, self.where, self.trial_log = spec, where, log
-        self.last: dict[str, Any] = {}
-
-    def on_train_start(self, trainer, pl_module):
-        self.trial_log.update(start_step=trainer.global_step)  # > 0: resumed from a checkpoint
-
-    def on_validation_end(self, trainer, pl_module):
-        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
-            return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        metrics["step"] = trainer.global_step
-        if "train/tokens" in metrics:  # logged every training step (model.py)
-            metrics["tokens"] = metrics["train/tokens"]  # for ASHA's time_attr=tokens
-        metrics.setdefault(self.spec.metric, math.nan)
-        self.last = metrics
-        if trainer.global_step < trainer.max_steps:
-            tune.report({**metrics, **self.where})
-
-
 def _finished(run_dir: Path) -> dict | None:
     """The summary of a run that already finished (a trial re-run after a driver crash)."""
     path = run_dir / "summary.json"
@@ -114,7 +82,8 @@ def _finished(run_dir: Path) -> dict | None:
 
 def run_trial(config: dict, spec: TrialSpec) -> None:
     """Ray Tune function trainable: one training run with this trial's axis values."""
-    from gru_sweep.run import train_run
+    from gru_sweep.run import train_run  # the training stack: imported in the trial only
+    from gru_sweep.sweep_callback import ReportToTune
 
     values, rep = config["axes"], config.get("rep")
     name = trial_name(values, rep)

@@ -238,7 +238,7 @@ def test_cell_yaml_loads_into_schema(file):
 @pytest.mark.parametrize("name", ["custom_gru", "cudnn_gru", "lstm", "rnn"])
 @pytest.mark.parametrize("num_layers", [1, 2])
 def test_param_budget_picks_the_largest_hidden_size_that_fits(name, num_layers):
-    from gru_sweep.cells.cell import hidden_size_for
+    from gru_sweep.cell_schema import hidden_size_for
 
     budget = 20_000
     cfg = CellConfig(name=name, num_layers=num_layers, param_budget=budget)

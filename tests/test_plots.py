@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from gru_sweep import plots
-from gru_sweep.probe import fit_decay
+from gru_sweep.decay import fit_decay
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

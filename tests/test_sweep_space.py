@@ -1,4 +1,6 @@
 """Fast tests of the sweep config: axes -> Ray Tune search space, validation, trial configs."""
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -227,3 +229,13 @@ def test_build_scheduler_defaults_max_t_to_the_run_length():
 ])
 def test_trial_status(status, last, expected):
     assert trial_status(SimpleNamespace(status=status, last_result=last)) == expected
+
+
+def test_the_sweep_driver_loads_neither_torch_nor_lightning():
+    # validating every grid point, scheduling, the summary and the report need no training
+    # stack: importing it would add ~2 s to every sweep's start (benchmarks/README.md)
+    code = ("import sys, gru_sweep.__main__, gru_sweep.tune, gru_sweep.report, gru_sweep.config; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'lightning'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from gru_sweep.plots import Curve, plot_gradnorm_curves, read_gradnorms, read_summary, save_figure
-from gru_sweep.probe import fit_decay
+from gru_sweep.decay import fit_decay
 
 HERE = Path(__file__).resolve().parent
 COLOR = {"default": "tab:gray", "gate_bias": "tab:orange", "chrono": "tab:green", "uniform": "tab:purple",

@@ -17,74 +17,18 @@ Each scheme's function below gives the details and the full reference.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
-from gru_sweep.cells.cell import CELL_NAMES, CellConfig, RecurrentCell
-from gru_sweep.errors import ConfigError, require_choice, require_positive
+from gru_sweep.cell_schema import GateInitConfig, check_scheme_fits
+from gru_sweep.cells.cell import RecurrentCell
+from gru_sweep.errors import ConfigError
 
-GATE_INITS = ("default", "gate_bias", "chrono", "uniform", "orthogonal", "identity")
-
-_ALL = CELL_NAMES
-_GATED = tuple(name for name in CELL_NAMES if name != "rnn")
-# The cells each scheme fits; identity also needs nonlinearity=relu.
-FITS = {
-    "default": _ALL,
-    "gate_bias": _GATED,
-    "chrono": _GATED,
-    "uniform": _GATED,
-    "orthogonal": _ALL,
-    "identity": ("rnn",),
-}
 # Block index in PyTorch's packed weights (GRU r,z,n; LSTM i,f,g,o).
 _KEEP_GATE = 1  # GRU z and LSTM f are both the second block
 _LSTM_INPUT_GATE = 0
-
-
-@dataclass
-class GateInitConfig:
-    """The ``gate_init`` config group: ``scheme`` and its parameters.
-
-    ``value``: keep-gate bias for gate_bias. ``t_max``: chrono's longest expected dependency
-    (required there, an integer >= 2). ``gain``: scale of the orthogonal / identity W_hh.
-    """
-
-    scheme: str = "default"
-    value: float = 1.0
-    t_max: Optional[int] = None
-    gain: float = 1.0
-
-    def __post_init__(self):
-        require_choice("scheme", self.scheme, GATE_INITS)
-        if isinstance(self.value, bool) or not isinstance(self.value, (int, float)) or not math.isfinite(self.value):
-            raise ConfigError("value", self.value, "must be a finite number")
-        require_positive("gain", self.gain)
-        if self.scheme == "chrono" and (
-            isinstance(self.t_max, bool) or not isinstance(self.t_max, int) or self.t_max < 2
-        ):
-            raise ConfigError("t_max", self.t_max, "chrono needs an integer t_max >= 2 (e.g. the sequence length)")
-
-
-def _check(scheme: str, name: str, nonlinearity: str, hidden_size: int) -> None:
-    fits = ", ".join(FITS[scheme])
-    if scheme == "identity":
-        fits += " with nonlinearity=relu (config cell=irnn)"
-    if name not in FITS[scheme] or (scheme == "identity" and nonlinearity != "relu"):
-        cell = name if name != "rnn" else f"rnn with nonlinearity={nonlinearity}"
-        raise ConfigError("gate_init.scheme", scheme, f"does not fit cell {cell}; {scheme} fits cells {fits}")
-    if scheme == "uniform" and hidden_size < 2:
-        raise ConfigError(
-            "gate_init.scheme", scheme, f"needs hidden_size >= 2 for U[1/d, 1-1/d]; cell {name} has {hidden_size}"
-        )
-
-
-def check_gate_init(cfg: GateInitConfig, cell: CellConfig) -> None:
-    """Raise ConfigError naming scheme, cell and the cells the scheme fits, if they do not fit."""
-    _check(cfg.scheme, cell.name, cell.nonlinearity, cell.hidden_size)
 
 
 @dataclass
@@ -176,7 +120,7 @@ def apply_gate_init(cell: RecurrentCell, cfg: GateInitConfig, generator: torch.G
     ``generator`` makes the random schemes (chrono, uniform, orthogonal) reproducible; without
     it they draw from torch's global RNG.
     """
-    _check(cfg.scheme, cell.name, cell.nonlinearity, cell.hidden_size)
+    check_scheme_fits(cfg.scheme, cell.name, cell.nonlinearity, cell.hidden_size)
     rnn = cell.rnn
     if cfg.scheme in ("gate_bias", "chrono", "uniform", "identity") and not rnn.bias:
         raise ConfigError(

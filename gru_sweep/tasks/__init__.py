@@ -13,21 +13,17 @@ from collections.abc import Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from gru_sweep.errors import ConfigError, require_choice
-from gru_sweep.tasks.adding import AddingConfig, AddingTask
-from gru_sweep.tasks.base import DataConfig, Task, require_int
-from gru_sweep.tasks.copying import CopyConfig, CopyTask
-from gru_sweep.tasks.markov import MarkovConfig, MarkovTask
-from gru_sweep.tasks.text import TextConfig, TextTask
+from gru_sweep.data_schema import (DATA_SCHEMAS, TASK_NAMES, AddingConfig, CopyConfig, DataConfig,
+                                   MarkovConfig, TextConfig)
+from gru_sweep.errors import ConfigError, require_choice, require_int
+from gru_sweep.tasks.adding import AddingTask
+from gru_sweep.tasks.base import Task
+from gru_sweep.tasks.copying import CopyTask
+from gru_sweep.tasks.markov import MarkovTask
+from gru_sweep.tasks.text import TextTask
 
-_TASKS: dict[str, tuple[type[DataConfig], type[Task]]] = {
-    "copy": (CopyConfig, CopyTask),
-    "adding": (AddingConfig, AddingTask),
-    "text": (TextConfig, TextTask),
-    "markov": (MarkovConfig, MarkovTask),
-}
-TASK_NAMES = tuple(_TASKS)
-DATA_SCHEMAS: dict[str, type[DataConfig]] = {name: schema for name, (schema, _) in _TASKS.items()}
+_TASKS: dict[str, type[Task]] = {"copy": CopyTask, "adding": AddingTask, "text": TextTask,
+                                 "markov": MarkovTask}
 
 
 def build_task(cfg: DataConfig | Mapping | DictConfig, seed: int) -> Task:
@@ -41,7 +37,7 @@ def build_task(cfg: DataConfig | Mapping | DictConfig, seed: int) -> Task:
             name = cfg.get("name")
             require_choice("name", name, TASK_NAMES)
             cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DATA_SCHEMAS[name]), cfg))
-        return _TASKS[cfg.name][1](cfg, seed)
+        return _TASKS[cfg.name](cfg, seed)
     except ConfigError as err:
         raise err.under("data") from None
 

@@ -7,24 +7,13 @@ scores the variance of a sum of two U[0, 1], 2/12 = 1/6.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gru_sweep.errors import ConfigError
-from gru_sweep.tasks.base import Batch, SyntheticConfig, SyntheticTask
-
-
-@dataclass
-class AddingConfig(SyntheticConfig):
-    name: str = "adding"
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.seq_len < 2:
-            raise ConfigError("seq_len", self.seq_len, "must be an integer >= 2 (one marker in each half)")
+from gru_sweep.data_schema import AddingConfig
+from gru_sweep.tasks.base import Batch, SyntheticTask
 
 
 class AddingTask(SyntheticTask):

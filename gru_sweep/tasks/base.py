@@ -16,7 +16,6 @@ for a cuDNN GRU training step (hidden 128) and 154 ms for a CustomGRU one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import lightning.pytorch as pl
 import numpy as np
@@ -24,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gru_sweep.errors import ConfigError, require_int
+from gru_sweep.data_schema import DataConfig, SyntheticConfig
+from gru_sweep.errors import require_int
 
 TRAIN, VAL, PROBE, CORPUS = range(4)
 
@@ -41,46 +41,6 @@ def generator(stream: int, seed: int, index: int) -> torch.Generator:
 def sequence_cross_entropy(pred: Tensor, target: Tensor) -> Tensor:
     """Cross-entropy in nats averaged over every step; pred [B, T, V] logits, target [B, T]."""
     return F.cross_entropy(pred.flatten(0, 1), target.flatten())
-
-
-def require_fractions(val_fraction: float, test_fraction: float) -> None:
-    for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-            raise ConfigError(key, value, "must be a number in (0, 1)")
-    if val_fraction + test_fraction >= 1:
-        raise ConfigError("test_fraction", test_fraction,
-                          f"val_fraction + test_fraction must be < 1 (val_fraction={val_fraction}); "
-                          "the training split is what remains")
-
-
-@dataclass
-class DataConfig:
-    """Keys every task has; each task's schema subclasses this and sets `name`'s default."""
-
-    name: str = ""
-    seq_len: int = 100
-    batch_size: int = 128
-    batches_per_epoch: int = 100
-
-    # A dataclass keeps a field's default as a class attribute, so type(self).name is the
-    # task this schema belongs to.
-    def __post_init__(self):
-        if self.name != type(self).name:
-            raise ConfigError("name", self.name, f"this schema is for task {type(self).name!r}")
-        require_int("seq_len", self.seq_len, 1)
-        require_int("batch_size", self.batch_size, 1)
-        require_int("batches_per_epoch", self.batches_per_epoch, 1)
-
-
-@dataclass
-class SyntheticConfig(DataConfig):
-    """Tasks whose sequences are drawn fresh for every batch."""
-
-    val_size: int = 1024  # sequences in the fixed validation set
-
-    def __post_init__(self):
-        super().__post_init__()
-        require_int("val_size", self.val_size, 1)
 
 
 class TrainBatches:

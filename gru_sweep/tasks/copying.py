@@ -21,23 +21,17 @@ recall_loss and recall_acc are measured on the 10 recall steps only (where the t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gru_sweep.tasks.base import Batch, SyntheticConfig, SyntheticTask, sequence_cross_entropy
+from gru_sweep.data_schema import CopyConfig
+from gru_sweep.tasks.base import Batch, SyntheticTask, sequence_cross_entropy
 
 BLANK, DELIMITER = 0, 9
 NUM_SYMBOLS = 8  # data symbols are tokens 1..8
 RECALL_LEN = 10  # symbols to memorise
-
-
-@dataclass
-class CopyConfig(SyntheticConfig):
-    name: str = "copy"
-    variable: bool = False  # Henaff et al. 2016: the delay drawn uniformly from 1..seq_len per sequence
 
 
 class CopyTask(SyntheticTask):

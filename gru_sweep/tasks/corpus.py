@@ -10,25 +10,12 @@ of each row shorter than a chunk) is scored once.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from gru_sweep.tasks.base import (PROBE, Batch, DataConfig, FixedBatches, Task, generator,
-                                  require_fractions, sequence_cross_entropy)
-
-
-@dataclass
-class CorpusConfig(DataConfig):
-    """Split fractions: train is the first part of the corpus, then val, then test."""
-
-    val_fraction: float = 0.05
-    test_fraction: float = 0.05
-
-    def __post_init__(self):
-        super().__post_init__()
-        require_fractions(self.val_fraction, self.test_fraction)
+from gru_sweep.data_schema import CorpusConfig
+from gru_sweep.tasks.base import PROBE, Batch, FixedBatches, Task, generator, sequence_cross_entropy
 
 
 class CorpusTask(Task):
@@ -84,15 +71,6 @@ class CorpusTask(Task):
     def metrics(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
         loss = self.loss(pred, target)
         return {"loss": loss, "bpc": loss / math.log(2)}
-
-
-SPLITS = ("train", "val", "test")  # in corpus order: split_sizes gives their lengths
-
-
-def split_sizes(n: int, cfg: CorpusConfig) -> tuple[int, int, int]:
-    """Train, val and test sizes of n items: val and test take their fractions (rounded down)."""
-    n_val, n_test = int(n * cfg.val_fraction), int(n * cfg.test_fraction)
-    return n - n_val - n_test, n_val, n_test
 
 
 def unigram_cross_entropy(train: Tensor, evaluated: Tensor, vocab_size: int) -> float:

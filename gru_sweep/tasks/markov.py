@@ -25,55 +25,15 @@ train/val/test, and then served exactly like a text file (see corpus.py).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from gru_sweep.errors import ConfigError, require_positive
-from gru_sweep.tasks.base import CORPUS, generator, require_int
-from gru_sweep.tasks.corpus import SPLITS, CorpusConfig, CorpusTask, split_sizes
-
-ROW_LEN = 4096
-MAX_TABLE = 1 << 22  # transition-table entries, vocab_size ** (order + 1): 32 MiB in float64
-
-
-@dataclass
-class MarkovConfig(CorpusConfig):
-    name: str = "markov"
-    vocab_size: int = 16
-    order: int = 3
-    concentration: float = 0.1
-    chain_seed: int = 0  # the chain and its corpus; the run seed only picks training windows
-    num_chars: int = 1_000_000
-
-    def __post_init__(self):
-        super().__post_init__()
-        require_int("vocab_size", self.vocab_size, 2)
-        require_int("order", self.order, 1)
-        if self.vocab_size ** (self.order + 1) > MAX_TABLE:
-            raise ConfigError("order", self.order,
-                              f"vocab_size ** (order + 1) = {self.vocab_size ** (self.order + 1)} transition "
-                              f"probabilities exceed {MAX_TABLE}: pass a smaller data.order or data.vocab_size")
-        require_positive("concentration", self.concentration)
-        require_int("chain_seed", self.chain_seed, 0)
-        require_int("num_chars", self.num_chars, 1)
-        for split, rows in zip(SPLITS, split_rows(self)):
-            if rows == 0:
-                raise ConfigError("num_chars", self.num_chars,
-                                  f"leaves the {split} split empty: pass a larger data.num_chars "
-                                  f"or data.{split}_fraction")
-
-
-def row_len(cfg: MarkovConfig) -> int:
-    return max(ROW_LEN, cfg.seq_len + 1)
-
-
-def split_rows(cfg: MarkovConfig) -> tuple[int, int, int]:
-    """Chains per split: each split's share of num_chars, rounded up to whole chains."""
-    return tuple(-(-n // row_len(cfg)) for n in split_sizes(cfg.num_chars, cfg))
-
+from gru_sweep.data_schema import SPLITS, MarkovConfig, row_len, split_rows
+from gru_sweep.errors import ConfigError
+from gru_sweep.tasks.base import CORPUS, generator
+from gru_sweep.tasks.corpus import CorpusTask
 
 def transition_table(vocab_size: int, order: int, concentration: float, seed: int) -> Tensor:
     """P [vocab_size ** order, vocab_size]: row s = the next-symbol distribution after k-gram s.

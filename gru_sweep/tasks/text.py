@@ -10,63 +10,12 @@ validation split: the best memoryless predictor a model could learn from the tra
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 
-from gru_sweep.errors import ConfigError
-from gru_sweep.tasks.corpus import SPLITS, CorpusConfig, CorpusTask, split_sizes, unigram_cross_entropy
-
-PASS_PATH = "pass data.path=/path/to/file.txt (a UTF-8 text file)"
-
-
-@dataclass
-class TextConfig(CorpusConfig):
-    name: str = "text"
-    path: Optional[str] = None
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.path:
-            raise ConfigError("path", self.path, f"no text file given: {PASS_PATH}")
-        # Absolute, so the resolved config still points at the file from a Ray trial's directory.
-        self.path = str(Path(self.path).expanduser().resolve())
-        read_splits(self)
-
-
-def read_splits(cfg: TextConfig) -> tuple[str, dict[str, str]]:
-    """The file's text and its train/val/test parts; ConfigError if any is unusable."""
-    try:
-        data = Path(cfg.path).read_bytes()
-    except FileNotFoundError:
-        raise ConfigError("path", cfg.path, f"no such file: {PASS_PATH}") from None
-    except IsADirectoryError:
-        raise ConfigError("path", cfg.path, f"is a directory: {PASS_PATH}") from None
-    except OSError as err:
-        raise ConfigError("path", cfg.path, f"cannot be read ({err.strerror}): {PASS_PATH}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError("path", cfg.path, f"is not UTF-8 text (invalid byte at offset {err.start}): "
-                                            f"{PASS_PATH}") from None
-    if not text:
-        raise ConfigError("path", cfg.path, f"is empty: {PASS_PATH}")
-
-    n_train, n_val, _ = split_sizes(len(text), cfg)
-    parts = dict(zip(SPLITS, (text[:n_train], text[n_train:n_train + n_val], text[n_train + n_val:])))
-    for split, part in parts.items():
-        if len(part) <= cfg.seq_len:
-            fix = ("a smaller data.val_fraction/data.test_fraction" if split == "train"
-                   else f"a larger data.{split}_fraction")
-            raise ConfigError("seq_len", cfg.seq_len,
-                              f"the {split} split of {cfg.path} has {len(part)} of {len(text)} characters, and one "
-                              f"sequence needs seq_len + 1 = {cfg.seq_len + 1}: pass a smaller data.seq_len, "
-                              f"{fix}, or a longer file")
-    return text, parts
-
+from gru_sweep.data_schema import SPLITS, TextConfig, read_splits
+from gru_sweep.tasks.corpus import CorpusTask, unigram_cross_entropy
 
 class TextTask(CorpusTask):
     def __init__(self, cfg: TextConfig, seed: int):
