@@ -13,7 +13,7 @@ from gru_sweep.errors import ConfigError, require_choice, require_int, require_p
 
 CELL_NAMES = ("custom_gru", "cudnn_gru", "lstm", "rnn")
 NONLINEARITIES = ("tanh", "relu")
-_KIND = {"custom_gru": "gru", "cudnn_gru": "gru", "lstm": "lstm", "rnn": "rnn"}
+CELL_KINDS = {"custom_gru": "gru", "cudnn_gru": "gru", "lstm": "lstm", "rnn": "rnn"}  # equations by cell
 _GATES = {"gru": 3, "lstm": 4, "rnn": 1}  # weight blocks per layer
 
 
@@ -46,7 +46,7 @@ class CellConfig:
 
 def recurrent_params(name: str, input_size: int, hidden_size: int, num_layers: int = 1) -> int:
     """Parameters of the recurrent module: per layer g*H*(in + H) weights and 2*g*H biases."""
-    g = _GATES[_KIND[name]]
+    g = _GATES[CELL_KINDS[name]]
     return sum(g * hidden_size * ((input_size if k == 0 else hidden_size) + hidden_size + 2) for k in range(num_layers))
 
 

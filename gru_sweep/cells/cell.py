@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from gru_sweep.cell_schema import _KIND, CellConfig, hidden_size_for
+from gru_sweep.cell_schema import CELL_KINDS, CellConfig, hidden_size_for
 from gru_sweep.cells.custom_gru import CustomGRU
 from gru_sweep.cells.unrolled import Unrolled, unroll
 from gru_sweep.errors import require_int
@@ -23,7 +23,7 @@ class RecurrentCell(nn.Module):
         super().__init__()
         self.rnn = rnn
         self.name = name
-        self.kind = _KIND[name]
+        self.kind = CELL_KINDS[name]
         self.nonlinearity = nonlinearity
         self.hidden_size = rnn.hidden_size
         self.num_layers = rnn.num_layers
