@@ -1,5 +1,6 @@
 """The ``data`` config group: one schema per task, with every check that needs no data loaded
-beyond the text file itself (read once here, so a bad path fails before anything starts).
+beyond the text file itself (read at validation too, so a bad path fails before anything
+starts; the task reads it again when it is built).
 
 Plain Python (no torch), so a sweep's driver validates every grid point without loading the
 training stack; gru_sweep.tasks builds the tasks these describe.
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from gru_sweep.errors import ConfigError, require_int, require_positive
+
 
 def require_fractions(val_fraction: float, test_fraction: float) -> None:
     for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):

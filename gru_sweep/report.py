@@ -218,7 +218,7 @@ def _axis_columns(trials: pd.DataFrame, columns: list[str], roles: dict[str, str
     configs = [config for config in trials["_cfg"] if config]
     if configs:
         candidates = [c for c in candidates if c in REPLICATE_COLUMNS
-                      or any(_lookup(config, c, KeyError) is not KeyError for config in configs)]
+                      or any(_lookup(config, c, _MISSING) is not _MISSING for config in configs)]
     return candidates + [c for c in roles.values() if c not in columns]
 
 
@@ -228,6 +228,9 @@ def _read_config(run_dir: Path) -> dict | None:
     except (OSError, yaml.YAMLError):
         return None
     return config if isinstance(config, dict) else None
+
+
+_MISSING = object()  # "no such key", told apart from a key whose value is null
 
 
 def _lookup(config: dict | None, dotted: str, missing=None):
