@@ -8,6 +8,10 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("PYTHONHASHSEED", "0")
+if not torch.cuda.is_available():
+    # The Triton kernels (test_gru_triton.py) then run in Triton's CPU interpreter; set before
+    # anything imports them, since triton.jit reads it when a kernel is defined.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture

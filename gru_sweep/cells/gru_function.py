@@ -19,8 +19,16 @@ backward does the weight-gradient matmul and several allocations at every step. 
   (for the n rows, over batch x 64-step chunks), never from per-step weight-gradient matmuls.
 
 Measured on 2 CPU cores (benchmarks/, issue 7): 0.7x nn.GRU's training step at H=128.
+
+On a GPU (float32, Triton installed, as it is with PyTorch's CUDA wheels) the two time loops run
+instead as one persistent kernel each (gru_triton.py): launched step by step they are ~13 launches
+per step and launch-bound. ``GRU_SWEEP_FUSED_GRU=0`` in the environment keeps the step-by-step
+loops (to compare, or to rule the kernels out).
 """
 from __future__ import annotations
+
+import importlib.util
+import os
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -40,6 +48,15 @@ class GRULayerFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, xp, h0, w_hh, b_hh):
+        ctx.has_bias = b_hh is not None
+        ctx.fused = use_fused_kernels(xp)
+        if ctx.fused:
+            from gru_sweep.cells.gru_triton import fused_forward  # imports Triton: only where used
+
+            gates = xp.contiguous()  # a copy only if xp was strided; then xp stays as it was
+            n, h_ext = fused_forward(gates, h0, w_hh, b_hh)
+            ctx.save_for_backward(w_hh, gates, n, h_ext)
+            return h_ext[1:]
         T, B, H3 = xp.shape
         H = H3 // 3
         # tanh(a) is computed as 2*sigmoid(2a) - 1: CPU tanh goes through MKL's accurate VML
@@ -72,12 +89,13 @@ class GRULayerFunction(torch.autograd.Function):
         # is a view, as F.linear's 3-D output is. The in-place writes still bump xp's version
         # counter, so a graph node that saved xp fails loudly instead of using the gates.
         ctx.save_for_backward(h0, w_hh, xp, n, out)
-        ctx.has_bias = b_hh is not None
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
+        if ctx.fused:
+            return _fused_backward(ctx, grad_out)
         h0, w_hh, gates, n, out = ctx.saved_tensors
         T, B, H = out.shape
         rz, r, z, hn = _gate_blocks(gates, H)
@@ -135,6 +153,29 @@ class GRULayerFunction(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[3]:
             grad_b = torch.cat((d_rz.sum((0, 1)), grad_b_n))
         return grad_xp, dh, grad_w, grad_b
+
+
+def use_fused_kernels(xp: torch.Tensor) -> bool:
+    """The Triton kernels run float32 on a GPU where Triton is installed, unless
+    GRU_SWEEP_FUSED_GRU=0."""
+    return (xp.is_cuda and xp.dtype == torch.float32 and _HAS_TRITON
+            and os.environ.get("GRU_SWEEP_FUSED_GRU", "1") != "0")
+
+
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+def _fused_backward(ctx, grad_out):
+    from gru_sweep.cells.gru_triton import fused_backward
+
+    w_hh, gates, n, h_ext = ctx.saved_tensors
+    H = n.shape[-1]
+    grad_xp, grad_hh, grad_h0 = fused_backward(gates, n, h_ext, w_hh, grad_out)
+    grad_hh = grad_hh.view(-1, 3 * H)
+    # dW_hh and db_hh: one matmul and one sum over batch x time
+    grad_w = grad_hh.t() @ h_ext[:-1].reshape(-1, H)
+    grad_b = grad_hh.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
+    return grad_xp, grad_h0, grad_w, grad_b
 
 
 def _gate_blocks(g: torch.Tensor, H: int):
