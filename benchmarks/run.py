@@ -42,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--sweep-trial-seconds", type=float, default=None,
                    help="training time per trial of the sweep section (default 20; 8 with --quick)")
+    p.add_argument("--tf32", action="store_true",
+                   help="GPU: let cuDNN and CustomGRU both use TF32 tensor cores (default: both exact float32)")
     p.add_argument("--out", default=None, help="also write all results to this JSON file")
     args = p.parse_args(argv)
     if args.repeats is None:
@@ -84,7 +86,6 @@ def environment(device: torch.device) -> dict:
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
         env["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-        # cuDNN's RNN may use TF32 tensor cores while CustomGRU's matmuls (cuBLAS) may not.
         env["tf32"] = {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32}
     if hasattr(os, "getloadavg"):
         env["loadavg_start"] = os.getloadavg()[0]
@@ -156,6 +157,10 @@ def main(argv=None) -> dict:
         raise SystemExit("--device cuda: no CUDA device is available to this torch build")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        # One precision for both sides: torch lets cuDNN's RNN use TF32 by default but not
+        # matmuls (which CustomGRU's kernels follow), which would compare TF32 with float32.
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = args.tf32
     results: dict = {"environment": environment(device), "args": vars(args)}
     print(f"# gru_sweep benchmarks: {json.dumps(results['environment'])}", flush=True)
     # (measure, print) per section; each is printed and saved as soon as it is done, so a

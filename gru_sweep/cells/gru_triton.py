@@ -1,8 +1,9 @@
 """GRULayerFunction's two time loops as persistent Triton kernels, for float32 on a GPU.
 
 Run eagerly, each time step is ~13 small kernel launches (6 forward, 7 backward), and on a GPU the
-launches, not the arithmetic, set the pace: 17x slower than cuDNN's GRU at B64 T200 H128. Here
-each pass is ONE launch that walks the whole sequence, as cuDNN's persistent RNN and haste do.
+launches, not the arithmetic, set the pace: 32x slower than cuDNN's GRU at B64 T200 H128 on an
+H100. Here each pass is ONE launch that walks the whole sequence, as cuDNN's persistent RNN and
+haste do: 1.4-2.1x cuDNN there, 0.54x at B128 T100 H512 (benchmarks/README.md).
 
 Work split: program (i, j) owns batch rows [i*BLOCK_B, (i+1)*BLOCK_B) and hidden columns
 [j*H/split, (j+1)*H/split). A step needs the whole previous hidden state (the recurrent matmul
@@ -29,6 +30,15 @@ __all__ = ["fused_forward", "fused_backward", "choose_split"]
 
 BLOCK_B = 16  # batch rows per program: tl.dot's smallest M
 MIN_COLS = 32  # hidden columns per program at the finest split
+# Tuned on an H100 at the benchmark shapes; each alternative tried was slower: BLOCK_K 32 or 128,
+# 2 or 8 warps, 1, 2 or 4 pipeline stages, fewer programs per tile (split 1 or 2 at H=128).
+BLOCK_K_MAX = 64  # reduction slice of one tl.dot
+NUM_WARPS = 4
+NUM_STAGES = 3
+# tl.dot's mode under torch's default float32 matmul precision ("highest"): 3xTF32 (error-corrected
+# TF32 tensor-core products) measured both faster and closer to float64 than plain float32 FMA
+# ("ieee") on an H100, and closer than cuDNN's float32 GRU (benchmarks/README.md).
+HIGHEST = "tf32x3"
 
 
 @triton.jit
@@ -48,9 +58,10 @@ def _sigmoid(x):
 
 
 @triton.jit
-def _forward_kernel(gates, n_out, h_ext, w, b, counters, T, B,
-                    H: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr,
+def _forward_kernel(gates, n_out, h_ext, w_t, b, counters, T, B,
+                    H: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr, BLOCK_B: tl.constexpr,
                     BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    """w_t: W_hh^T [H, 3H], contiguous, so that its tiles are read along rows."""
     tile = tl.program_id(0)
     part = tl.program_id(1)
     COLS: tl.constexpr = H // SPLIT
@@ -62,32 +73,34 @@ def _forward_kernel(gates, n_out, h_ext, w, b, counters, T, B,
         for j0 in tl.range(part * COLS, (part + 1) * COLS, BLOCK_H):
             cols = j0 + tl.arange(0, BLOCK_H)
             col_ok = cols < (part + 1) * COLS
-            # [r, z, hn] pre-activations of these columns: h_{t-1} @ W_h{r,z,n}^T
-            acc_r = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
-            acc_z = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
+            m = row_ok[:, None] & col_ok[None, :]
+            # Everything that does not wait for h_{t-1} is loaded first, so its latency overlaps.
+            g = g_t + rows[:, None] * (3 * H) + cols[None, :]
+            x_r = tl.load(g, mask=m, other=0.0)
+            x_z = tl.load(g + H, mask=m, other=0.0)
+            x_n = tl.load(g + 2 * H, mask=m, other=0.0)
+            hp = tl.load(h_prev + rows[:, None] * H + cols[None, :], mask=m, other=0.0, cache_modifier=".cg")
+            # [r, z, hn] pre-activations of these columns: x + b + h_{t-1} @ W_h{r,z,n}^T (hn: b + h W^T)
+            acc_r = x_r
+            acc_z = x_z
             acc_n = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
+            if HAS_BIAS:
+                acc_r += tl.load(b + cols, mask=col_ok, other=0.0)[None, :]
+                acc_z += tl.load(b + H + cols, mask=col_ok, other=0.0)[None, :]
+                acc_n += tl.load(b + 2 * H + cols, mask=col_ok, other=0.0)[None, :]
             for k0 in tl.range(0, H, BLOCK_K):
                 ks = k0 + tl.arange(0, BLOCK_K)
                 k_ok = ks < H
                 h_k = tl.load(h_prev + rows[:, None] * H + ks[None, :],
                               mask=row_ok[:, None] & k_ok[None, :], other=0.0, cache_modifier=".cg")
                 w_mask = k_ok[:, None] & col_ok[None, :]
-                w_k = w + cols[None, :] * H + ks[:, None]  # W_hr^T tile [BLOCK_K, BLOCK_H]
+                w_k = w_t + ks[:, None] * (3 * H) + cols[None, :]  # W_hr^T tile [BLOCK_K, BLOCK_H]
                 acc_r = tl.dot(h_k, tl.load(w_k, mask=w_mask, other=0.0), acc_r, input_precision=PRECISION)
-                acc_z = tl.dot(h_k, tl.load(w_k + H * H, mask=w_mask, other=0.0), acc_z,
-                               input_precision=PRECISION)
-                acc_n = tl.dot(h_k, tl.load(w_k + 2 * H * H, mask=w_mask, other=0.0), acc_n,
-                               input_precision=PRECISION)
-            if HAS_BIAS:
-                acc_r += tl.load(b + cols, mask=col_ok, other=0.0)[None, :]
-                acc_z += tl.load(b + H + cols, mask=col_ok, other=0.0)[None, :]
-                acc_n += tl.load(b + 2 * H + cols, mask=col_ok, other=0.0)[None, :]
-            m = row_ok[:, None] & col_ok[None, :]
-            g = g_t + rows[:, None] * (3 * H) + cols[None, :]
-            r = _sigmoid(tl.load(g, mask=m, other=0.0) + acc_r)
-            z = _sigmoid(tl.load(g + H, mask=m, other=0.0) + acc_z)
-            n = 2.0 * _sigmoid(2.0 * (tl.load(g + 2 * H, mask=m, other=0.0) + r * acc_n)) - 1.0  # tanh
-            hp = tl.load(h_prev + rows[:, None] * H + cols[None, :], mask=m, other=0.0, cache_modifier=".cg")
+                acc_z = tl.dot(h_k, tl.load(w_k + H, mask=w_mask, other=0.0), acc_z, input_precision=PRECISION)
+                acc_n = tl.dot(h_k, tl.load(w_k + 2 * H, mask=w_mask, other=0.0), acc_n, input_precision=PRECISION)
+            r = _sigmoid(acc_r)
+            z = _sigmoid(acc_z)
+            n = 2.0 * _sigmoid(2.0 * (x_n + r * acc_n)) - 1.0  # tanh
             tl.store(g, r, mask=m)
             tl.store(g + H, z, mask=m)
             tl.store(g + 2 * H, acc_n, mask=m)
@@ -98,10 +111,12 @@ def _forward_kernel(gates, n_out, h_ext, w, b, counters, T, B,
 
 @triton.jit
 def _backward_kernel(gates, n_buf, h_ext, w, grad_out, grad_xp, grad_hh, dh, counters, T, B,
-                     H: tl.constexpr, SPLIT: tl.constexpr,
+                     H: tl.constexpr, SPLIT: tl.constexpr, BLOCK_B: tl.constexpr,
                      BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
     """dh: two [B, H] buffers, dh[0] = dL/dh_{T-1} on entry; they take turns (read one, write the
-    other), and after T steps dh[T % 2] holds dL/dh0."""
+    other), and after T steps dh[T % 2] holds dL/dh0. A program reads and writes only its own
+    columns of dh, so one barrier per step suffices: the one that publishes the step's gate
+    gradients (every column of them feeds every column of dL/dh_{t-1})."""
     tile = tl.program_id(0)
     part = tl.program_id(1)
     COLS: tl.constexpr = H // SPLIT
@@ -119,12 +134,12 @@ def _backward_kernel(gates, n_buf, h_ext, w, grad_out, grad_xp, grad_hh, dh, cou
             m = row_ok[:, None] & (cols < (part + 1) * COLS)[None, :]
             at = rows[:, None] * H + cols[None, :]
             at3 = rows[:, None] * (3 * H) + cols[None, :]
-            d = tl.load(dh_cur + at, mask=m, other=0.0, cache_modifier=".cg")
             r = tl.load(g_t + at3, mask=m, other=0.0)
             z = tl.load(g_t + at3 + H, mask=m, other=0.0)
             hn = tl.load(g_t + at3 + 2 * H, mask=m, other=0.0)
             n = tl.load(n_buf + t * B * H + at, mask=m, other=0.0)
             hp = tl.load(h_ext + t * B * H + at, mask=m, other=0.0)
+            d = tl.load(dh_cur + at, mask=m, other=0.0, cache_modifier=".cg")  # the one that waits
             d_n = d * (1.0 - z) * (1.0 - n * n)
             d_hn = d_n * r
             d_r = d_hn * hn * (1.0 - r)
@@ -136,7 +151,7 @@ def _backward_kernel(gates, n_buf, h_ext, w, grad_out, grad_xp, grad_hh, dh, cou
             tl.store(gh_t + at3, d_r, mask=m)
             tl.store(gh_t + at3 + H, d_z, mask=m)
             tl.store(gh_t + at3 + 2 * H, d_hn, mask=m)
-        _tile_barrier(counters + tile, (2 * s + 1) * SPLIT, SPLIT)
+        _tile_barrier(counters + tile, (s + 1) * SPLIT, SPLIT)
         # dL/dh_{t-1} = grad_out[t-1] + z * dh_t + [dr, dz, dhn] @ W_hh
         for j0 in tl.range(part * COLS, (part + 1) * COLS, BLOCK_H):
             cols = j0 + tl.arange(0, BLOCK_H)
@@ -144,9 +159,10 @@ def _backward_kernel(gates, n_buf, h_ext, w, grad_out, grad_xp, grad_hh, dh, cou
             m = row_ok[:, None] & col_ok[None, :]
             at = rows[:, None] * H + cols[None, :]
             z = tl.load(g_t + rows[:, None] * (3 * H) + H + cols[None, :], mask=m, other=0.0)
-            acc = tl.load(dh_cur + at, mask=m, other=0.0, cache_modifier=".cg") * z
+            acc = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
             if t > 0:
                 acc += tl.load(grad_out + (t - 1) * B * H + at, mask=m, other=0.0)
+            acc += tl.load(dh_cur + at, mask=m, other=0.0, cache_modifier=".cg") * z
             for k0 in tl.range(0, 3 * H, BLOCK_K):
                 ks = k0 + tl.arange(0, BLOCK_K)
                 k_ok = ks < 3 * H
@@ -155,7 +171,7 @@ def _backward_kernel(gates, n_buf, h_ext, w, grad_out, grad_xp, grad_hh, dh, cou
                 w_k = tl.load(w + ks[:, None] * H + cols[None, :], mask=k_ok[:, None] & col_ok[None, :], other=0.0)
                 acc = tl.dot(g_k, w_k, acc, input_precision=PRECISION)
             tl.store(dh_next + at, acc, mask=m)
-        _tile_barrier(counters + tile, (2 * s + 2) * SPLIT, SPLIT)
+        tl.debug_barrier()  # this program's dh_next, read by its own threads next step
 
 
 def choose_split(batch: int, hidden: int, device: torch.device) -> int:
@@ -174,9 +190,11 @@ def choose_split(batch: int, hidden: int, device: torch.device) -> int:
 def _blocks(hidden: int, split: int) -> dict:
     cols = hidden // split
     return {
+        "num_warps": NUM_WARPS,
+        "num_stages": NUM_STAGES,
         "BLOCK_H": min(64, max(16, triton.next_power_of_2(cols))),
-        "BLOCK_K": min(32, max(16, triton.next_power_of_2(hidden))),
-        "PRECISION": "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee",
+        "BLOCK_K": min(BLOCK_K_MAX, max(16, triton.next_power_of_2(hidden))),
+        "PRECISION": HIGHEST if torch.get_float32_matmul_precision() == "highest" else "tf32",
     }
 
 
@@ -206,8 +224,8 @@ def fused_forward(xp: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hh: 
     counters = torch.zeros(tiles, dtype=torch.int32, device=xp.device)
     bias = b_hh if b_hh is not None else w_hh  # never read without HAS_BIAS
     with torch.cuda.device(xp.device) if xp.is_cuda else nullcontext():
-        _forward_kernel[(tiles, split)](xp, n, h_ext, w_hh.contiguous(), bias, counters, T, B, H=H,
-                                        HAS_BIAS=b_hh is not None, SPLIT=split, **_blocks(H, split))
+        _forward_kernel[(tiles, split)](xp, n, h_ext, w_hh.t().contiguous(), bias, counters, T, B, H=H,
+                                        HAS_BIAS=b_hh is not None, SPLIT=split, BLOCK_B=BLOCK_B, **_blocks(H, split))
     return n, h_ext
 
 
@@ -229,5 +247,5 @@ def fused_backward(gates: torch.Tensor, n: torch.Tensor, h_ext: torch.Tensor, w_
     counters = torch.zeros(tiles, dtype=torch.int32, device=n.device)
     with torch.cuda.device(n.device) if n.is_cuda else nullcontext():
         _backward_kernel[(tiles, split)](gates, n, h_ext, w_hh.contiguous(), grad_out, grad_xp, grad_hh,
-                                         dh, counters, T, B, H=H, SPLIT=split, **_blocks(H, split))
+                                         dh, counters, T, B, H=H, SPLIT=split, BLOCK_B=BLOCK_B, **_blocks(H, split))
     return grad_xp, grad_hh, dh[T % 2]
