@@ -4,6 +4,8 @@ On a GPU the kernels are compiled and run as in training, at every split the GPU
 one they run in Triton's interpreter (conftest.py sets TRITON_INTERPRET=1), which executes the
 same kernel code on CPU tensors, one program after another, so split 1 only.
 """
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -34,8 +36,9 @@ def run_model(model, x, h0, weight):
     return [out, h_n, x.grad, h0.grad] + [p.grad for p in model.parameters()]
 
 
-# (B, T, I, H): B=17 leaves a 1-row second tile, H=24 and 40 leave masked columns, T=1 one step.
-@pytest.mark.parametrize("shape", [(5, 9, 3, 24), (17, 6, 4, 40), (3, 1, 2, 32)])
+# (B, T, I, H): B=17 leaves a 1-row second tile, H=24 and 40 leave masked columns; B=1, T=1 (a
+# GPU build specialises integer arguments equal to 1 as constants).
+@pytest.mark.parametrize("shape", [(5, 9, 3, 24), (17, 6, 4, 40), (1, 1, 2, 32)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_custom_gru_on_kernels_matches_float64_nn_gru(fused, shape, bias):
     B, T, I, H = shape
@@ -74,14 +77,45 @@ def test_every_split_computes_the_same_layer(fused, monkeypatch, split):
         assert rel_error(g, w_) < 2e-6, name
 
 
-def test_choose_split_keeps_every_program_resident():
-    assert gru_triton.choose_split(64, 128, torch.device("cpu")) == 1  # the interpreter: one at a time
-    if DEVICE.type == "cuda":
-        sms = torch.cuda.get_device_properties(DEVICE).multi_processor_count
-        for batch, hidden in [(64, 128), (128, 512), (32, 128), (1000, 512)]:
-            split = gru_triton.choose_split(batch, hidden, DEVICE)
-            assert hidden % split == 0 and hidden // split >= gru_triton.MIN_COLS
-            assert split == 1 or triton.cdiv(batch, gru_triton.BLOCK_B) * split <= sms
+@pytest.mark.parametrize("batch, hidden, sms, split", [
+    (64, 128, 132, 4),    # 4 tiles; 128 / 4 = 32 columns each, the finest
+    (128, 512, 132, 16),  # 8 tiles x 16 = 128 programs <= 132
+    (1000, 512, 132, 2),  # 63 tiles: x2 = 126 fits, x4 would not
+    (32, 100, 132, 2),    # 100 / 4 = 25 < 32 columns
+    (64, 128, 8, 2),      # a small GPU: 4 tiles x 2 = 8
+    (4096, 128, 132, 1),  # more tiles than multiprocessors: independent programs, no barrier
+])
+def test_choose_split_keeps_every_program_resident(monkeypatch, batch, hidden, sms, split):
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(multi_processor_count=sms))
+    assert gru_triton.choose_split(batch, hidden, torch.device("cuda")) == split
+    assert gru_triton.choose_split(batch, hidden, torch.device("cpu")) == 1  # the interpreter
+
+
+def test_split_off_a_gpu_is_refused_not_left_to_hang():
+    xp, h0, w = torch.randn(2, 16, 96), torch.zeros(16, 32), torch.randn(96, 32)
+    with pytest.raises(ValueError, match="split=2 needs a GPU"):
+        gru_triton.fused_forward(xp, h0, w, None, split=2)
+
+
+def test_a_saved_xp_overwritten_by_the_kernel_fails_loudly(fused):
+    """As with the eager loop's in-place ops: a node that saved xp must not use the gates."""
+    x = torch.randn(3, 2, 12, device=DEVICE, requires_grad=True)
+    y = x.exp()  # exp's backward uses its saved output, y
+    out = gru_function.gru_recurrence(y, torch.zeros(2, 4, device=DEVICE), torch.randn(12, 4, device=DEVICE), None)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+def test_a_strided_xp_is_copied_and_left_as_it_was(fused):
+    torch.manual_seed(1)
+    xp = torch.randn(5, 3, 12, device=DEVICE).transpose(0, 1)  # [T=3, B=5, 3H] with B-major strides
+    before = xp.clone()
+    h0, w = torch.randn(5, 4, device=DEVICE), torch.randn(12, 4, device=DEVICE)
+    out = gru_function.GRULayerFunction.apply(xp, h0, w, None)
+    assert torch.equal(xp, before)
+    want = gru_function.GRULayerFunction.apply(before.cpu().double().contiguous(), h0.cpu().double(),
+                                               w.cpu().double(), None)  # the eager loop
+    assert rel_error(out, want) < 2e-6
 
 
 def test_kernels_are_used_only_for_float32_on_a_gpu(monkeypatch):

@@ -55,6 +55,8 @@ class GRULayerFunction(torch.autograd.Function):
 
             gates = xp.contiguous()  # a copy only if xp was strided; then xp stays as it was
             n, h_ext = fused_forward(gates, h0, w_hh, b_hh)
+            if gates is xp:  # autograd cannot see a kernel's writes: count them as in-place ops
+                torch.autograd.graph.increment_version(xp)
             ctx.save_for_backward(w_hh, gates, n, h_ext)
             return h_ext[1:]
         T, B, H3 = xp.shape

@@ -10,11 +10,17 @@ Work split: program (i, j) owns batch rows [i*BLOCK_B, (i+1)*BLOCK_B) and hidden
 mixes all columns), so the ``split`` programs of one batch tile meet at a barrier after every
 step: a per-tile counter in global memory, bumped with a release atomic and polled with an
 acquire atomic. That only terminates if all programs run at once, hence split * tiles <= the
-GPU's multiprocessor count (``choose_split``). With split == 1 the barrier is a plain
-``__syncthreads``; the Triton interpreter (TRITON_INTERPRET=1, no GPU, the CPU tests) runs
-programs one after another, so it can only run split == 1.
+GPU's multiprocessor count (``choose_split``); nothing else guarantees it (this is not a
+cooperative launch), so where processes share a GPU's multiprocessors at once (CUDA MPS) two such
+kernels could each wait for programs that cannot start: there set GRU_SWEEP_FUSED_GRU=0. (Ray's
+fractional GPUs without MPS time-slice whole contexts, which is safe.) With split == 1 the barrier
+is a plain ``__syncthreads``; the Triton interpreter (TRITON_INTERPRET=1, no GPU, the CPU tests)
+runs programs one after another, so it can only run split == 1.
 
-Data crossing programs goes through L2 (``.cg`` loads), never a possibly stale L1 line.
+What one program reads of another's output is ordered by the barrier's release/acquire pair, and
+always lies in a per-step slice (h_ext[t], grad_hh[t]) that no program read before, so no SM can
+hold a stale cached copy of it; no buffer slice is reused across steps except a program's own dh
+columns.
 The saved tensors and the math are those of the eager loop in gru_function.py: gates [r, z, hn]
 written over xp, n, and the hidden states (here with h0 in front: h_ext[t] is h_{t-1}).
 """
@@ -67,9 +73,10 @@ def _forward_kernel(gates, n_out, h_ext, w_t, b, counters, T, B,
     COLS: tl.constexpr = H // SPLIT
     rows = tile * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
-    for t in tl.range(0, T):
-        h_prev = h_ext + t * B * H
-        g_t = gates + t * B * 3 * H
+    step_size = tl.cast(B, tl.int64) * H  # elements per step of a [T, B, H] buffer; in int64, since
+    for t in tl.range(0, T):  # T * B * 3H can pass 2**31 on a large GPU
+        h_prev = h_ext + t * step_size
+        g_t = gates + t * 3 * step_size
         for j0 in tl.range(part * COLS, (part + 1) * COLS, BLOCK_H):
             cols = j0 + tl.arange(0, BLOCK_H)
             col_ok = cols < (part + 1) * COLS
@@ -104,8 +111,8 @@ def _forward_kernel(gates, n_out, h_ext, w_t, b, counters, T, B,
             tl.store(g, r, mask=m)
             tl.store(g + H, z, mask=m)
             tl.store(g + 2 * H, acc_n, mask=m)
-            tl.store(n_out + t * B * H + rows[:, None] * H + cols[None, :], n, mask=m)
-            tl.store(h_prev + B * H + rows[:, None] * H + cols[None, :], n + z * (hp - n), mask=m)
+            tl.store(n_out + t * step_size + rows[:, None] * H + cols[None, :], n, mask=m)
+            tl.store(h_prev + step_size + rows[:, None] * H + cols[None, :], n + z * (hp - n), mask=m)
         _tile_barrier(counters + tile, (t + 1) * SPLIT, SPLIT)
 
 
@@ -116,18 +123,20 @@ def _backward_kernel(gates, n_buf, h_ext, w, grad_out, grad_xp, grad_hh, dh, cou
     """dh: two [B, H] buffers, dh[0] = dL/dh_{T-1} on entry; they take turns (read one, write the
     other), and after T steps dh[T % 2] holds dL/dh0. A program reads and writes only its own
     columns of dh, so one barrier per step suffices: the one that publishes the step's gate
-    gradients (every column of them feeds every column of dL/dh_{t-1})."""
+    gradients (every column of them feeds every column of dL/dh_{t-1}). Those have a slice per
+    step in grad_hh; a buffer reused across steps would need a second barrier (write-after-read)."""
     tile = tl.program_id(0)
     part = tl.program_id(1)
     COLS: tl.constexpr = H // SPLIT
     rows = tile * BLOCK_B + tl.arange(0, BLOCK_B)
     row_ok = rows < B
+    step_size = tl.cast(B, tl.int64) * H  # elements per step of a [T, B, H] buffer (int64: see forward)
     for s in tl.range(0, T):
         t = T - 1 - s
         dh_cur = dh + (s % 2) * B * H
         dh_next = dh + ((s + 1) % 2) * B * H
-        g_t = gates + t * B * 3 * H
-        gh_t = grad_hh + t * B * 3 * H
+        g_t = gates + t * 3 * step_size
+        gh_t = grad_hh + t * 3 * step_size
         # Local derivatives of these columns: d(xp) = [dr, dz, dn], d(h W_hh^T + b_hh) = [dr, dz, dn * r].
         for j0 in tl.range(part * COLS, (part + 1) * COLS, BLOCK_H):
             cols = j0 + tl.arange(0, BLOCK_H)
@@ -137,14 +146,14 @@ def _backward_kernel(gates, n_buf, h_ext, w, grad_out, grad_xp, grad_hh, dh, cou
             r = tl.load(g_t + at3, mask=m, other=0.0)
             z = tl.load(g_t + at3 + H, mask=m, other=0.0)
             hn = tl.load(g_t + at3 + 2 * H, mask=m, other=0.0)
-            n = tl.load(n_buf + t * B * H + at, mask=m, other=0.0)
-            hp = tl.load(h_ext + t * B * H + at, mask=m, other=0.0)
+            n = tl.load(n_buf + t * step_size + at, mask=m, other=0.0)
+            hp = tl.load(h_ext + t * step_size + at, mask=m, other=0.0)
             d = tl.load(dh_cur + at, mask=m, other=0.0, cache_modifier=".cg")  # the one that waits
             d_n = d * (1.0 - z) * (1.0 - n * n)
             d_hn = d_n * r
             d_r = d_hn * hn * (1.0 - r)
             d_z = d * (hp - n) * z * (1.0 - z)
-            gx = grad_xp + t * B * 3 * H + at3
+            gx = grad_xp + t * 3 * step_size + at3
             tl.store(gx, d_r, mask=m)
             tl.store(gx + H, d_z, mask=m)
             tl.store(gx + 2 * H, d_n, mask=m)
@@ -161,7 +170,7 @@ def _backward_kernel(gates, n_buf, h_ext, w, grad_out, grad_xp, grad_hh, dh, cou
             z = tl.load(g_t + rows[:, None] * (3 * H) + H + cols[None, :], mask=m, other=0.0)
             acc = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
             if t > 0:
-                acc += tl.load(grad_out + (t - 1) * B * H + at, mask=m, other=0.0)
+                acc += tl.load(grad_out + (t - 1) * step_size + at, mask=m, other=0.0)
             acc += tl.load(dh_cur + at, mask=m, other=0.0, cache_modifier=".cg") * z
             for k0 in tl.range(0, 3 * H, BLOCK_K):
                 ks = k0 + tl.arange(0, BLOCK_K)
@@ -194,13 +203,25 @@ def _blocks(hidden: int, split: int) -> dict:
         "num_stages": NUM_STAGES,
         "BLOCK_H": min(64, max(16, triton.next_power_of_2(cols))),
         "BLOCK_K": min(BLOCK_K_MAX, max(16, triton.next_power_of_2(hidden))),
-        "PRECISION": HIGHEST if torch.get_float32_matmul_precision() == "highest" else "tf32",
+        "PRECISION": _dot_precision(),
     }
+
+
+def _dot_precision() -> str:
+    """tl.dot's float32 mode as torch would pick it for a matmul: TF32 where allowed, else HIGHEST.
+    Asks torch's newer per-backend setting first: once that is set, the legacy getter raises."""
+    setting = getattr(torch.backends.cuda.matmul, "fp32_precision", "none")
+    if setting == "none":  # not set per backend: the global (legacy) setting decides
+        return HIGHEST if torch.get_float32_matmul_precision() == "highest" else "tf32"
+    return "tf32" if setting == "tf32" else HIGHEST
 
 
 def _check_split(batch: int, hidden: int, split: int, device: torch.device) -> None:
     if hidden % split:
         raise ValueError(f"split={split} must divide hidden_size={hidden}")
+    if split > 1 and device.type != "cuda":
+        raise ValueError(f"split={split} needs a GPU: the interpreter runs programs one after another, "
+                         "so the first would wait forever at the barrier")
     if split > 1 and device.type == "cuda":
         programs = triton.cdiv(batch, BLOCK_B) * split
         sms = torch.cuda.get_device_properties(device).multi_processor_count
