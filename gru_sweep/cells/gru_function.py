@@ -157,14 +157,14 @@ class GRULayerFunction(torch.autograd.Function):
         return grad_xp, dh, grad_w, grad_b
 
 
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
 def use_fused_kernels(xp: torch.Tensor) -> bool:
     """The Triton kernels run float32 on a GPU where Triton is installed, unless
     GRU_SWEEP_FUSED_GRU=0."""
     return (xp.is_cuda and xp.dtype == torch.float32 and _HAS_TRITON
             and os.environ.get("GRU_SWEEP_FUSED_GRU", "1") != "0")
-
-
-_HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
 def _fused_backward(ctx, grad_out):

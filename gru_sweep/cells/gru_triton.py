@@ -216,17 +216,26 @@ def _dot_precision() -> str:
     return "tf32" if setting == "tf32" else HIGHEST
 
 
-def _check_split(batch: int, hidden: int, split: int, device: torch.device) -> None:
+def _grid(batch: int, hidden: int, split: int | None, device: torch.device) -> tuple[int, int]:
+    """(batch tiles, programs per tile): ``choose_split``'s, or the caller's ``split`` once checked."""
+    tiles = triton.cdiv(batch, BLOCK_B)
+    if split is None:
+        return tiles, choose_split(batch, hidden, device)
     if hidden % split:
         raise ValueError(f"split={split} must divide hidden_size={hidden}")
     if split > 1 and device.type != "cuda":
         raise ValueError(f"split={split} needs a GPU: the interpreter runs programs one after another, "
                          "so the first would wait forever at the barrier")
-    if split > 1 and device.type == "cuda":
-        programs = triton.cdiv(batch, BLOCK_B) * split
+    if split > 1:
         sms = torch.cuda.get_device_properties(device).multi_processor_count
-        if programs > sms:
-            raise ValueError(f"split={split}: {programs} programs would not all be resident on {sms} multiprocessors")
+        if tiles * split > sms:
+            raise ValueError(f"split={split}: {tiles * split} programs would not all be resident on {sms} multiprocessors")
+    return tiles, split
+
+
+def _on(device: torch.device):
+    """Launch on the tensors' GPU, not the current one (a no-op for the interpreter's CPU tensors)."""
+    return torch.cuda.device(device) if device.type == "cuda" else nullcontext()
 
 
 def fused_forward(xp: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor | None,
@@ -236,15 +245,13 @@ def fused_forward(xp: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor, b_hh: 
     Returns (n [T,B,H], h_ext [T+1,B,H]) with h_ext[0] = h0 and h_ext[1:] the hidden states."""
     T, B, H3 = xp.shape
     H = H3 // 3
-    split = choose_split(B, H, xp.device) if split is None else split
-    _check_split(B, H, split, xp.device)
+    tiles, split = _grid(B, H, split, xp.device)
     h_ext = torch.empty(T + 1, B, H, dtype=xp.dtype, device=xp.device)
     h_ext[0] = h0
     n = torch.empty(T, B, H, dtype=xp.dtype, device=xp.device)
-    tiles = triton.cdiv(B, BLOCK_B)
     counters = torch.zeros(tiles, dtype=torch.int32, device=xp.device)
     bias = b_hh if b_hh is not None else w_hh  # never read without HAS_BIAS
-    with torch.cuda.device(xp.device) if xp.is_cuda else nullcontext():
+    with _on(xp.device):
         _forward_kernel[(tiles, split)](xp, n, h_ext, w_hh.t().contiguous(), bias, counters, T, B, H=H,
                                         HAS_BIAS=b_hh is not None, SPLIT=split, BLOCK_B=BLOCK_B, **_blocks(H, split))
     return n, h_ext
@@ -257,16 +264,14 @@ def fused_backward(gates: torch.Tensor, n: torch.Tensor, h_ext: torch.Tensor, w_
     [dr, dz, dn], d(h W_hh^T + b_hh) [T,B,3H] = [dr, dz, dn * r], dL/dh0 [B,H]) (d = pre-activation
     gradient); the weight gradients are the caller's single matmuls over batch x time."""
     T, B, H = n.shape
-    split = choose_split(B, H, n.device) if split is None else split
-    _check_split(B, H, split, n.device)
+    tiles, split = _grid(B, H, split, n.device)
     grad_out = grad_out.contiguous()
     grad_xp = torch.empty_like(gates)
     grad_hh = torch.empty_like(gates)
     dh = torch.empty(2, B, H, dtype=n.dtype, device=n.device)
     dh[0] = grad_out[T - 1]
-    tiles = triton.cdiv(B, BLOCK_B)
     counters = torch.zeros(tiles, dtype=torch.int32, device=n.device)
-    with torch.cuda.device(n.device) if n.is_cuda else nullcontext():
+    with _on(n.device):
         _backward_kernel[(tiles, split)](gates, n, h_ext, w_hh.contiguous(), grad_out, grad_xp, grad_hh,
                                          dh, counters, T, B, H=H, SPLIT=split, BLOCK_B=BLOCK_B, **_blocks(H, split))
     return grad_xp, grad_hh, dh[T % 2]
